@@ -1,0 +1,1 @@
+"""Experiment binaries (`python -m experiments.<name>`): flags in, a library call out."""
