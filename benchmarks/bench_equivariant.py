@@ -15,12 +15,7 @@ count of the compiled step is reported beside both. The reference is one square 
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
-import sys
-import time
 
 from absl import app
 from absl import flags
@@ -28,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from mgvae_jax import equivariant
 
 _BATCH = flags.DEFINE_integer("batch", 64, "graphs per batch")
@@ -36,18 +32,6 @@ _CHANNELS = flags.DEFINE_list("channels", ["64", "256"], "channel counts C to ti
 _REPEATS = flags.DEFINE_integer("repeats", 7, "timed repetitions (median reported)")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed repetitions after compilation")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/equivariant.json", "where to write the JSON ('' = nowhere)")
-
-
-def _time(fn, *args, repeats: int, warmup: int) -> list[float]:
-  jax.block_until_ready(fn(*args))  # compile
-  for _ in range(warmup):
-    jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return times
 
 
 def _xla_flops(jitted, *args) -> float | None:
@@ -87,13 +71,13 @@ def bench_one(batch: int, nodes: int, channels: int, repeats: int, warmup: int) 
 
   step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
   flops = layer_flops(batch, nodes, channels)
-  t_layer = _time(step, params, h, repeats=repeats, warmup=warmup)
+  t_layer = common.time_calls(step, params, h, repeats=repeats, warmup=warmup)
 
   d = max(64, int(round((flops / 2) ** (1 / 3) / 64)) * 64)
   x = jax.random.normal(k_a, (d, d), jnp.float32)
   y = jax.random.normal(k_h, (d, d), jnp.float32)
   matmul = jax.jit(jnp.matmul)
-  t_mm = _time(matmul, x, y, repeats=repeats, warmup=warmup)
+  t_mm = common.time_calls(matmul, x, y, repeats=repeats, warmup=warmup)
 
   med_layer, med_mm = statistics.median(t_layer), statistics.median(t_mm)
   gflops_layer = flops / med_layer / 1e9
@@ -110,22 +94,12 @@ def bench_one(batch: int, nodes: int, channels: int, repeats: int, warmup: int) 
 def main(argv):
   del argv
   results = [bench_one(_BATCH.value, _NODES.value, int(c), _REPEATS.value, _WARMUP.value) for c in _CHANNELS.value]
-  report = {
-      "benchmark": "bench_equivariant", "command": " ".join(["python -m benchmarks.bench_equivariant"] + sys.argv[1:]),
-      "jax": jax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
-      "cpu_count": os.cpu_count(), "machine": platform.machine(), "results": results,
-  }
   header = f"{'B':>4} {'N':>4} {'C':>5} {'layer ms':>10} {'GFLOP/s':>9} {'matmul d':>9} {'mm GFLOP/s':>11} {'ratio':>7}"
   print(header)
   for r in results:
     print(f"{r['batch']:>4} {r['nodes']:>4} {r['channels']:>5} {1e3 * r['layer_median_s']:>10.1f} "
           f"{r['layer_gflops']:>9.1f} {r['matmul_dim']:>9} {r['matmul_gflops']:>11.1f} {r['ratio_to_matmul']:>7.2f}")
-  text = json.dumps(report, indent=1)
-  print(text)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-    with open(_OUT.value, "w") as f:
-      f.write(text + "\n")
+  common.report("bench_equivariant", results, _OUT.value)
 
 
 if __name__ == "__main__":

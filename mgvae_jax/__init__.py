@@ -4,6 +4,17 @@ The public face: what other JAX pipelines import and compose. Per-graph pure fun
 are batched with `jax.vmap`; linen modules own parameters and batch internally.
 """
 
+from mgvae_jax.clustering import balanced_cut_kl
+from mgvae_jax.clustering import Clustering
+from mgvae_jax.clustering import clustering_from_ids
+from mgvae_jax.clustering import coarsen
+from mgvae_jax.clustering import gumbel_temperature
+from mgvae_jax.clustering import LearnedClustering
+from mgvae_jax.clustering import straight_through_assignment
+from mgvae_jax.decoders import dot_product_logits
+from mgvae_jax.decoders import DotProductDecoder
+from mgvae_jax.decoders import outer_product_features
+from mgvae_jax.decoders import SecondOrderDecoder
 from mgvae_jax.equivariant import basis_1to1
 from mgvae_jax.equivariant import basis_1to2
 from mgvae_jax.equivariant import basis_2to1
@@ -23,6 +34,12 @@ from mgvae_jax.equivariant import mean_aggregate
 from mgvae_jax.equivariant import promote_to_second_order
 from mgvae_jax.equivariant import SecondOrderLayer
 from mgvae_jax.equivariant import tensor_product_contractions
+from mgvae_jax.fixed_clustering import feature_kmeans_clustering
+from mgvae_jax.fixed_clustering import grid_clustering
+from mgvae_jax.fixed_clustering import kmeans
+from mgvae_jax.fixed_clustering import quadtree_levels
+from mgvae_jax.fixed_clustering import spectral_clustering
+from mgvae_jax.fixed_clustering import spectral_embedding
 from mgvae_jax.graphs import bucket_size
 from mgvae_jax.graphs import from_arrays
 from mgvae_jax.graphs import from_graphs_tuple
@@ -32,5 +49,20 @@ from mgvae_jax.graphs import pad_batch
 from mgvae_jax.graphs import permute_nodes
 from mgvae_jax.graphs import size_buckets
 from mgvae_jax.graphs import to_graphs_tuple
+from mgvae_jax.hierarchy import batched_cluster_slots
+from mgvae_jax.hierarchy import cluster_slots
+from mgvae_jax.hierarchy import ClusterSlots
+from mgvae_jax.hierarchy import gather_edges
+from mgvae_jax.hierarchy import gather_nodes
+from mgvae_jax.hierarchy import scatter_edges
+from mgvae_jax.hierarchy import scatter_nodes
+from mgvae_jax.mgn import masked_bce
+from mgvae_jax.mgn import masked_mean
+from mgvae_jax.mgn import MGN
+from mgvae_jax.mgn import mgn_loss
+from mgvae_jax.mgn import MGNConfig
+from mgvae_jax.mgn import MGNOutput
+from mgvae_jax.mgn import MGNPredictor
+from mgvae_jax.mgn import reconstruction_loss
 
 __version__ = "0.1.0"

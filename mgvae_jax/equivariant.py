@@ -262,6 +262,7 @@ class _EquivariantLinear(nn.Module):
   features: int
   normalize: bool = True
   kind: str = "2to2"
+  use_diag_bias: bool = True  # 2to2 / 1to2 only; off where the diagonal is never read (edge-only outputs)
 
   @nn.compact
   def __call__(self, x: Array, mask: Array) -> Array:
@@ -269,7 +270,9 @@ class _EquivariantLinear(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     w, bias = w.astype(x.dtype), bias.astype(x.dtype)
     if self.kind in ("2to2", "1to2"):
-      diag_bias = self.param("diag_bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
+      diag_bias = jnp.zeros((self.features,), x.dtype)
+      if self.use_diag_bias:
+        diag_bias = self.param("diag_bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
       fn = functools.partial(linear_2to2 if self.kind == "2to2" else linear_1to2, normalize=self.normalize)
       return jax.vmap(fn, in_axes=(0, 0, None, None, None))(x, mask, w, bias, diag_bias)
     fn = functools.partial(linear_2to1 if self.kind == "2to1" else linear_1to1, normalize=self.normalize)

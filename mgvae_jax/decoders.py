@@ -1,0 +1,70 @@
+"""Equivariant decoders from node latents to edge logits (Definition 3.4's local/global decoders; section 4).
+
+Per-graph functions act on z [N, d] with mask [N]; modules take [B, N, d] and return logits (pre-sigmoid /
+pre-softmax), exactly 0 off the real pairs. Both decoders are S_n-equivariant: permuting the latents permutes the
+reconstructed adjacency.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mgvae_jax import equivariant
+
+Array = jnp.ndarray
+
+
+def dot_product_logits(z: Array, mask: Array) -> Array:
+  """Example 3.9's decoder: logits z_i . z_j (sigmoid gives A-hat).  z [N, d] -> [N, N]."""
+  z = equivariant.mask_first(z, mask)
+  return z @ z.T
+
+
+def outer_product_features(z: Array, mask: Array) -> Array:
+  """Promote latents to second order: the per-channel outer product z_i * z_j, and z_i on the diagonal.
+
+  z [N, d] -> [N, N, 2d]. The diagonal channels let a 2->2 decoder tell node terms from pair terms.
+  """
+  z = equivariant.mask_first(z, mask)
+  outer = z[:, None, :] * z[None, :, :]  # [N, N, d]
+  diag = jnp.eye(z.shape[0], dtype=z.dtype)[:, :, None] * z[:, None, :]  # [N, N, d]
+  return jnp.concatenate([outer, diag], axis=-1)
+
+
+class DotProductDecoder(nn.Module):
+  """[B, N, d] -> edge logits [B, N, N, 1]: z_i . z_j after an optional per-node linear map."""
+  features: int = 0  # 0: use the latents as they are
+
+  @nn.compact
+  def __call__(self, z: Array, mask: Array) -> Array:
+    if self.features:
+      z = nn.Dense(self.features)(z)
+    return jax.vmap(dot_product_logits)(z, mask)[..., None]
+
+
+class SecondOrderDecoder(nn.Module):
+  """Latents -> outer-product features -> `layers` 2->2 equivariant linear maps with gamma -> `out_channels` logits.
+
+  The output is symmetrised ((x + x^T) / 2) when `symmetric`, as undirected graphs need.
+  [B, N, d] -> [B, N, N, out_channels].
+  """
+  features: int = 32
+  layers: int = 2
+  out_channels: int = 1
+  activation: Callable[[Array], Array] = nn.relu
+  symmetric: bool = True
+  diagonal: bool = False  # False: the output diagonal is unused (edges only), so it gets no bias of its own
+
+  @nn.compact
+  def __call__(self, z: Array, mask: Array) -> Array:
+    h = jax.vmap(outer_product_features)(z, mask)  # [B, N, N, 2d]
+    for _ in range(self.layers):
+      h = self.activation(equivariant.EquivariantLinear2to2(self.features)(h, mask))
+    out = equivariant.EquivariantLinear2to2(self.out_channels, use_diag_bias=self.diagonal)(h, mask)  # [B, N, N, out]
+    if self.symmetric:
+      out = 0.5 * (out + jnp.swapaxes(out, 1, 2))
+    return out
