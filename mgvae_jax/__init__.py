@@ -15,6 +15,16 @@ from mgvae_jax.decoders import dot_product_logits
 from mgvae_jax.decoders import DotProductDecoder
 from mgvae_jax.decoders import outer_product_features
 from mgvae_jax.decoders import SecondOrderDecoder
+from mgvae_jax.distributions import diagonal_covariance
+from mgvae_jax.distributions import factor_covariance
+from mgvae_jax.distributions import free_matching
+from mgvae_jax.distributions import full_covariance
+from mgvae_jax.distributions import gaussian_kl
+from mgvae_jax.distributions import hungarian_matching
+from mgvae_jax.distributions import prior_kl
+from mgvae_jax.distributions import sample_diagonal
+from mgvae_jax.distributions import sample_full
+from mgvae_jax.distributions import standard_normal_kl_diagonal
 from mgvae_jax.equivariant import basis_1to1
 from mgvae_jax.equivariant import basis_1to2
 from mgvae_jax.equivariant import basis_2to1
@@ -56,6 +66,7 @@ from mgvae_jax.hierarchy import gather_edges
 from mgvae_jax.hierarchy import gather_nodes
 from mgvae_jax.hierarchy import scatter_edges
 from mgvae_jax.hierarchy import scatter_nodes
+from mgvae_jax.mgn import LocalEncoder
 from mgvae_jax.mgn import masked_bce
 from mgvae_jax.mgn import masked_mean
 from mgvae_jax.mgn import MGN
@@ -64,5 +75,13 @@ from mgvae_jax.mgn import MGNConfig
 from mgvae_jax.mgn import MGNOutput
 from mgvae_jax.mgn import MGNPredictor
 from mgvae_jax.mgn import reconstruction_loss
+from mgvae_jax.vae import check_finite
+from mgvae_jax.vae import edge_pos_weight
+from mgvae_jax.vae import GraphDecoder
+from mgvae_jax.vae import interpolate
+from mgvae_jax.vae import LearnablePrior
+from mgvae_jax.vae import MGVAE
+from mgvae_jax.vae import MGVAEConfig
+from mgvae_jax.vae import MGVAEOutput
 
 __version__ = "0.1.0"

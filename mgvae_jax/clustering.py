@@ -123,7 +123,7 @@ class LearnedClustering(nn.Module):
     else:
       h2 = jax.vmap(equivariant.promote_to_second_order)(nodes, edges, mask)  # [B, N, N, F + E]
       for _ in range(self.layers):
-        h2 = equivariant.SecondOrderLayer(self.features, activation=self.activation)(a, h2, mask)
+        h2 = equivariant.SecondOrderLayer(self.features, activation=self.activation, self_term=True)(a, h2, mask)
       h = jax.vmap(equivariant.contract_to_first_order)(h2, mask)  # [B, N, 2 features]
     logits = nn.Dense(self.num_clusters)(h)  # [B, N, K]
     if train and noise is None:

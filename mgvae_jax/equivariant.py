@@ -263,16 +263,20 @@ class _EquivariantLinear(nn.Module):
   normalize: bool = True
   kind: str = "2to2"
   use_diag_bias: bool = True  # 2to2 / 1to2 only; off where the diagonal is never read (edge-only outputs)
+  diag_bias_init: float = 0.0
+  kernel_scale: float = 1.0  # multiplies the initial kernel (small for heads that should start near their biases)
 
   @nn.compact
   def __call__(self, x: Array, mask: Array) -> Array:
-    w = self.param("kernel", _basis_init, (_BASIS_SIZE[self.kind], x.shape[-1], self.features), jnp.float32)
+    init = lambda key, shape, dtype=jnp.float32: self.kernel_scale * _basis_init(key, shape, dtype)
+    w = self.param("kernel", init, (_BASIS_SIZE[self.kind], x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
     w, bias = w.astype(x.dtype), bias.astype(x.dtype)
     if self.kind in ("2to2", "1to2"):
       diag_bias = jnp.zeros((self.features,), x.dtype)
       if self.use_diag_bias:
-        diag_bias = self.param("diag_bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(x.dtype)
+        diag_bias = self.param("diag_bias", nn.initializers.constant(self.diag_bias_init), (self.features,),
+                               jnp.float32).astype(x.dtype)
       fn = functools.partial(linear_2to2 if self.kind == "2to2" else linear_1to2, normalize=self.normalize)
       return jax.vmap(fn, in_axes=(0, 0, None, None, None))(x, mask, w, bias, diag_bias)
     fn = functools.partial(linear_2to1 if self.kind == "2to1" else linear_1to1, normalize=self.normalize)
@@ -300,7 +304,7 @@ class EquivariantLinear1to1(_EquivariantLinear):
 
 
 class SecondOrderLayer(nn.Module):
-  """One step of Example 3.10: H_t = gamma(MLP[(+)_{pairs} (A (x) H_{t-1})|_pair]).
+  """One step of Example 3.10: H_t = gamma(MLP[(+)_{pairs} (A (x) H_{t-1})|_pair]) (optionally with H_{t-1} too).
 
   The MLP acts on channels (hidden widths `hidden`, then `features`); gamma follows its last layer.
   __call__(a [B, N, N], h [B, N, N, C], mask [B, N]) -> [B, N, N, features], exactly 0 off the real pairs.
@@ -309,6 +313,10 @@ class SecondOrderLayer(nn.Module):
   hidden: Sequence[int] = ()
   activation: Callable[[Array], Array] = nn.relu
   normalize: bool = True
+  # Also feed H itself (a per-entry channel map, the identity op of the 2->2 basis) into the first linear layer. The
+  # paper's layer has none: without self-loops tr(A) = 0, every term goes through A and is divided by n, so on
+  # sparse graphs activations shrink by about deg/n a layer. Stacks (encoders, clustering GNNs) turn it on.
+  self_term: bool = False
 
   @nn.compact
   def __call__(self, a: Array, h: Array, mask: Array) -> Array:
@@ -319,7 +327,10 @@ class SecondOrderLayer(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (widths[0],), jnp.float32)
     fn = functools.partial(contract_linear, normalize=self.normalize)
     m = jax.vmap(fn, in_axes=(0, 0, 0, None))(a, h, mask, kernel.astype(h.dtype))  # [B, N, N, widths[0]]
-    m = self.activation(m + bias.astype(h.dtype))
+    m = m + bias.astype(h.dtype)
+    if self.self_term:
+      m = m + nn.Dense(widths[0], use_bias=False, name="self")(h)
+    m = self.activation(m)
     for width in widths[1:]:
       m = self.activation(nn.Dense(width)(m))
     return m * (mask[:, :, None] & mask[:, None, :])[..., None].astype(m.dtype)

@@ -10,20 +10,27 @@ N_{l-1} = K_l.
   clusters:       slots [B, K_l, C_l] (C_l = N_l unless a capacity is set)
   latents Z^(l):  [B, N_l, d]          local decoder logits: [B, K_l, C_l, C_l]
   level l - 1:    nodes = pooled latents [B, K_l, P], edges = coarse adjacency [B, K_l, K_l, 1]
+
+With config.posterior set, the local encoders output a posterior (mean and diagonal scale, or the full-covariance
+factor L of section 4.3) and the latents passed up are its samples: the MGN becomes MGVAE's encoder (vae.py). An
+optional global encoder per level gives every node context from the whole level before clustering.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mgvae_jax import clustering as clustering_lib
 from mgvae_jax import decoders
+from mgvae_jax import distributions
 from mgvae_jax import equivariant
 from mgvae_jax import fixed_clustering
 from mgvae_jax import graphs
@@ -33,6 +40,7 @@ Array = jnp.ndarray
 
 CLUSTERINGS = ("learned", "spectral", "kmeans", "given")
 DECODERS = ("none", "dot", "second_order")
+POSTERIORS = ("none", "diagonal", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +59,19 @@ class MGNConfig:
   encoder_order: int = 2  # order of the local encoders
   encoder_features: int = 32
   encoder_layers: int = 2
+  # Layers of an optional global encoder on each whole level graph (0: none). Its node embeddings join the node
+  # features before clustering and local encoding, so local latents also carry context from outside their cluster,
+  # which a global decoder (all-at-once generation) needs to place edges between clusters.
+  global_encoder_layers: int = 0
   latent_dim: int = 16
   local_decoder: str = "second_order"  # none | dot | second_order
   global_decoder: str = "none"  # none | dot | second_order (on all latents of the level)
   decoder_features: int = 16
   decoder_layers: int = 2
   pool_features: int = 32
+  pool_top: bool = True  # pool the last level into the top graph's node features (False where nothing reads them)
+  posterior: str = "none"  # none (deterministic MGN) | diagonal (eq. 5) | full (MRF, section 4.3)
+  covariance_eps: float = 1e-4
 
   def __post_init__(self):
     if not self.num_clusters or any(int(k) < 1 for k in self.num_clusters):
@@ -72,6 +87,11 @@ class MGNConfig:
     for name in ("cluster_order", "encoder_order"):
       if getattr(self, name) not in (1, 2):
         raise ValueError(f"MGNConfig.{name} must be 1 or 2, got {getattr(self, name)}")
+    if self.posterior not in POSTERIORS:
+      raise ValueError(f"MGNConfig.posterior must be one of {POSTERIORS}, got {self.posterior!r}")
+    if self.posterior == "full" and self.encoder_order != 2:
+      raise ValueError("MGNConfig.posterior='full' needs encoder_order=2: only a second-order encoder outputs the "
+                       "covariance factor L (section 3.3)")
 
   @property
   def num_levels(self) -> int:
@@ -95,6 +115,9 @@ class LevelOutput:
   local_logits: Optional[Array]  # [B, K_l, C_l, C_l]
   global_logits: Optional[Array]  # [B, N_l, N_l]
   balanced_cut: Array  # [B]  eq. 2
+  posterior_mean: Optional[Array] = None  # [B, N_l, d]   (posterior != none)
+  posterior_scale: Optional[Array] = None  # [B, N_l, d]  sigma (posterior = diagonal)
+  posterior_factor: Optional[Array] = None  # [B, N_l, N_l, d]  block-diagonal L (posterior = full)
 
 
 @flax.struct.dataclass
@@ -113,27 +136,68 @@ class MGNOutput:
     return jnp.stack([lv.slots.num_overflow for lv in self.levels], axis=-1)
 
 
+@flax.struct.dataclass
+class LocalLatents:
+  """A local encoder's output for a batch of small graphs (the clusters)."""
+  sample: Array  # [G, C, d]  the latents passed on (a posterior sample, or the mean when not sampling)
+  mean: Optional[Array] = None  # [G, C, d]
+  scale: Optional[Array] = None  # [G, C, d]      diagonal posterior sigma
+  factor: Optional[Array] = None  # [G, C, C, d]  full posterior: Sigma_c = L_c L_c^T + eps I
+
+
 class LocalEncoder(nn.Module):
-  """e_local: an equivariant GNN on a batch of small graphs -> node latents.  [G, C, F], [G, C, C, E] -> [G, C, d]."""
+  """e_local: an equivariant GNN on a batch of small graphs -> node latents [G, C, d], deterministic or a posterior.
+
+  posterior="diagonal": mu and sigma from first-order heads (eq. 5); "full": mu from a first-order head and the
+  covariance factor L from a second-order (2->2) head on the last second-order activation (section 4.3).
+  __call__(nodes [G, C, F], edges [G, C, C, E], mask [G, C], noise=(e, e') [G, C, d] each or None).
+  """
   order: int = 2
   features: int = 32
   layers: int = 2
   latent_dim: int = 16
   activation: Callable[[Array], Array] = nn.relu
+  posterior: str = "none"
+  eps: float = 1e-4
+  init_scale: float = 0.1  # posterior standard deviation at initialisation
 
   @nn.compact
-  def __call__(self, nodes: Array, edges: Array, mask: Array) -> Array:
+  def __call__(self, nodes: Array, edges: Array, mask: Array,
+               noise: Optional[tuple[Array, Array]] = None) -> LocalLatents:
     a = edges.sum(-1)  # [G, C, C]
+    h = None
     if self.order == 2:
       h = jax.vmap(equivariant.promote_to_second_order)(nodes, edges, mask)  # [G, C, C, F + E]
       for _ in range(self.layers):
-        h = equivariant.SecondOrderLayer(self.features, activation=self.activation)(a, h, mask)
+        h = equivariant.SecondOrderLayer(self.features, activation=self.activation, self_term=True)(a, h, mask)
       z = jax.vmap(equivariant.contract_to_first_order)(h, mask)  # [G, C, 2 features]
     else:
       z = nn.Dense(self.features)(nodes) * mask[..., None]
       for _ in range(self.layers):
         z = z + equivariant.FirstOrderMPNN(self.features, self.activation)(a, z, mask)
-    return nn.Dense(self.latent_dim)(z) * mask[..., None]
+    m = mask[..., None].astype(z.dtype)
+    # Per-node LayerNorm (equivariant: it acts on each node's channels): the normalised sums above shrink activations
+    # by about deg/n on sparse graphs, which would leave the latents far below the posterior noise at the start.
+    z = nn.LayerNorm(name="norm")(z) * m
+    mean = nn.Dense(self.latent_dim, name="mean")(z) * m
+    if self.posterior == "none":
+      return LocalLatents(sample=mean)
+    if self.posterior == "diagonal":
+      raw = nn.Dense(self.latent_dim, name="scale", kernel_init=nn.initializers.normal(0.01),
+                     bias_init=nn.initializers.constant(np.log(np.expm1(self.init_scale))))(z)
+      scale = (jax.nn.softplus(raw) + 1e-3) * m
+      sample = mean if noise is None else jax.vmap(distributions.sample_diagonal)(mean, scale, mask, noise[0])
+      return LocalLatents(sample=sample, mean=mean, scale=scale)
+    # The diagonal bias starts at init_scale: L ~ init_scale I, not ~0 (a covariance near eps I, a KL of order
+    # log 1/eps) and not I (posterior noise drowning the means, which slows learning badly).
+    # The kernel starts small too, so that L starts close to that diagonal.
+    factor = equivariant.EquivariantLinear2to2(self.latent_dim, diag_bias_init=self.init_scale, kernel_scale=0.01,
+                                               name="factor")(h, mask)
+    sample = mean
+    if noise is not None:
+      fn = functools.partial(distributions.sample_full, eps=self.eps)
+      sample = jax.vmap(fn)(mean, factor, mask, noise[0], noise[1])
+    return LocalLatents(sample=sample, mean=mean, factor=factor)
 
 
 class ClusterPooling(nn.Module):
@@ -167,14 +231,17 @@ class MGN(nn.Module):
 
   Randomness: the `gumbel` rng stream when training a learned clustering, unless `noise` gives the Gumbel samples
   per level ([B, N_l, K_l] each, bottom-up). `given_ids` (clustering="given") holds the cluster ids per level
-  ([B, N_l] each), e.g. a quadtree for images.
+  ([B, N_l] each), e.g. a quadtree for images. With a posterior (config.posterior != "none") the latents passed up
+  are posterior samples when training (rng stream `latent`, or `latent_noise`: a pair of standard normal arrays
+  [B, N_l, d] per level, in node space so that permuting nodes permutes the noise) and posterior means otherwise.
   """
   config: MGNConfig
 
   @nn.compact
   def __call__(self, batch: graphs.GraphBatch, *, train: bool, temperature: float | Array = 1.0,
                noise: Optional[Sequence[Array]] = None,
-               given_ids: Optional[Sequence[Array]] = None) -> MGNOutput:
+               given_ids: Optional[Sequence[Array]] = None,
+               latent_noise: Optional[Sequence[tuple[Array, Array]]] = None) -> MGNOutput:
     cfg = self.config
     nodes, edges, mask = batch.nodes, batch.edges, batch.mask
     b = mask.shape[0]
@@ -187,6 +254,11 @@ class MGN(nn.Module):
       n = mask.shape[1]
       capacity = None if cfg.capacity is None else cfg.capacity[i]
       adjacency = edges.sum(-1)  # [B, N, N]
+      level_nodes = nodes
+      if cfg.global_encoder_layers:
+        context = LocalEncoder(cfg.encoder_order, cfg.encoder_features, cfg.global_encoder_layers,
+                               cfg.encoder_features, name=f"global_encoder_{i}")(nodes, edges, mask).sample
+        nodes = jnp.concatenate([nodes, context], axis=-1)  # [B, N, F + features]
       # c^(l): the clustering.
       cluster_logits = None
       if k == 1:  # one cluster: every real node in it, nothing to learn (the top of Definition 3.3)
@@ -213,11 +285,31 @@ class MGN(nn.Module):
       node_blocks = jax.vmap(hierarchy.gather_nodes)(nodes, slots)  # [B, K, C, F]
       edge_blocks = jax.vmap(hierarchy.gather_edges)(edges, slots)  # [B, K, C, C, E]
       flat_mask = hierarchy.flatten_clusters(slots.mask)  # [B*K, C]
-      z_blocks = LocalEncoder(cfg.encoder_order, cfg.encoder_features, cfg.encoder_layers, cfg.latent_dim,
-                              name=f"local_encoder_{i}")(hierarchy.flatten_clusters(node_blocks),
-                                                         hierarchy.flatten_clusters(edge_blocks), flat_mask)
-      latents = jax.vmap(hierarchy.scatter_nodes, in_axes=(0, 0, None))(
-          hierarchy.unflatten_clusters(z_blocks, b), slots, n)  # [B, N, d]
+      eps_nodes = None
+      if cfg.posterior != "none" and (train or latent_noise is not None):
+        if latent_noise is not None:
+          eps_nodes = latent_noise[i]
+        else:
+          key = self.make_rng("latent")
+          eps_nodes = tuple(jax.random.normal(kk, (b, n, cfg.latent_dim), nodes.dtype) for kk in jax.random.split(key))
+      eps_blocks = None if eps_nodes is None else tuple(
+          hierarchy.flatten_clusters(jax.vmap(hierarchy.gather_nodes)(e, slots)) for e in eps_nodes)
+      local = LocalEncoder(cfg.encoder_order, cfg.encoder_features, cfg.encoder_layers, cfg.latent_dim,
+                           posterior=cfg.posterior, eps=cfg.covariance_eps, name=f"local_encoder_{i}")(
+                               hierarchy.flatten_clusters(node_blocks), hierarchy.flatten_clusters(edge_blocks),
+                               flat_mask, noise=eps_blocks)
+      z_blocks = local.sample  # [B*K, C, d]
+      to_nodes = lambda x: jax.vmap(hierarchy.scatter_nodes, in_axes=(0, 0, None))(
+          hierarchy.unflatten_clusters(x, b), slots, n)
+      post = {}
+      if local.mean is not None:
+        post["posterior_mean"] = to_nodes(local.mean)
+      if local.scale is not None:
+        post["posterior_scale"] = to_nodes(local.scale)
+      if local.factor is not None:  # block-diagonal L over the level: L L^T = the per-cluster covariances
+        post["posterior_factor"] = jax.vmap(hierarchy.scatter_edges, in_axes=(0, 0, None))(
+            hierarchy.unflatten_clusters(local.factor, b), slots, n)
+      latents = to_nodes(z_blocks)  # [B, N, d]
       # d_local / d_global.
       local_logits = global_logits = None
       local_dec = _edge_decoder(cfg.local_decoder, cfg.decoder_features, cfg.decoder_layers, f"local_decoder_{i}")
@@ -226,18 +318,21 @@ class MGN(nn.Module):
       global_dec = _edge_decoder(cfg.global_decoder, cfg.decoder_features, cfg.decoder_layers, f"global_decoder_{i}")
       if global_dec is not None:
         global_logits = global_dec(latents, mask)[..., 0]  # [B, N, N]
-      # p: pooling into the nodes of level l - 1, whose adjacency is the coarsening of Definition 3.2.
-      member_weight = jax.vmap(hierarchy.gather_nodes)(
-          jnp.take_along_axis(clus.assignment, jnp.minimum(clus.ids, k - 1)[..., None], -1)[..., 0], slots)
-      pooled = ClusterPooling(cfg.pool_features, name=f"pool_{i}")(
-          hierarchy.flatten_clusters(jax.vmap(hierarchy.gather_nodes)(latents, slots)),
-          hierarchy.flatten_clusters(member_weight), flat_mask)
-      coarse_nodes = pooled.reshape(b, k, -1) * clus.coarse_mask[..., None]  # [B, K, P]
+      # Level l - 1: pooled nodes, and the coarsening of Definition 3.2 as its adjacency.
+      if i == len(cfg.num_clusters) - 1 and not cfg.pool_top:
+        coarse_nodes = jnp.zeros((b, k, 0), nodes.dtype)
+      else:  # p: each cluster's latents -> one node of the next level [B, K, P] (0 for empty clusters)
+        member_weight = jax.vmap(hierarchy.gather_nodes)(
+            jnp.take_along_axis(clus.assignment, jnp.minimum(clus.ids, k - 1)[..., None], -1)[..., 0], slots)
+        pooled = ClusterPooling(cfg.pool_features, name=f"pool_{i}")(
+            hierarchy.flatten_clusters(jax.vmap(hierarchy.gather_nodes)(latents, slots)),
+            hierarchy.flatten_clusters(member_weight), flat_mask)
+        coarse_nodes = pooled.reshape(b, k, -1) * clus.coarse_mask[..., None]  # [B, K, P]
       coarse_adj = jax.vmap(clustering_lib.coarsen)(adjacency, clus, mask)  # [B, K, K]
       levels.append(LevelOutput(
-          nodes=nodes, edges=edges, mask=mask, clustering=clus, cluster_logits=cluster_logits, slots=slots,
+          nodes=level_nodes, edges=edges, mask=mask, clustering=clus, cluster_logits=cluster_logits, slots=slots,
           latents=latents, local_logits=local_logits, global_logits=global_logits,
-          balanced_cut=jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask)))
+          balanced_cut=jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask), **post))
       nodes, edges, mask = coarse_nodes, coarse_adj[..., None], clus.coarse_mask
     return MGNOutput(levels=tuple(levels), top=graphs.GraphBatch(nodes=nodes, edges=edges, mask=mask))
 

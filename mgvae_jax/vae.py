@@ -1,0 +1,357 @@
+"""MGVAE: the multiresolution graph VAE (paper section 4, eq. 6-12).
+
+The encoder is the MGN (mgn.py) with a posterior at every level it encodes: q(Z^(L) | G^(L)) prod_l
+q(Z^(l) | Z^(l+1), G^(l)) (eq. 7), each level's latents pooled into the node features of the next coarser level.
+Every encoded level has a prior (standard N(0, I), or the learnable N(mu_hat, Sigma_hat) of section 4.4 over the
+level's N_l slots, matched to the posterior's nodes by free matching) and a global decoder:
+
+  finest level  Z [B, N, d] -> edge logits [B, N, N], edge-type logits [B, N, N, E], node-type logits [B, N, T]
+  coarser level Z [B, N_l, d] -> the coarse weighted adjacency [B, N_l, N_l] (regression; Definition 3.2)
+
+so a graph can be generated all at once from the prior at any level (default the finest). The loss is eq. 8 summed
+over levels plus the balanced-cut terms, returned per graph and per level (MGVAEOutput).
+
+Graph size: as in the paper's molecule setup, a data set pads each graph to N slots with "no node" nodes (a node type
+of their own, one of the T classes, with no edges). Those are nodes of the model's graph and get latents; the batch
+mask marks only padding beyond that (e.g. empty graphs filling the last batch), which contributes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mgvae_jax import decoders
+from mgvae_jax import distributions
+from mgvae_jax import equivariant
+from mgvae_jax import graphs
+from mgvae_jax import mgn as mgn_lib
+
+Array = jnp.ndarray
+
+PRIORS = ("standard", "learnable")
+GRAPH_DECODERS = ("second_order", "mlp", "dot")
+
+
+@dataclasses.dataclass(frozen=True)
+class MGVAEConfig:
+  """Everything MGVAE reads. `mgn` is the hierarchy (its posterior must not be "none"); weights may be a float (all
+  levels) or one value per encoded level, bottom-up."""
+  mgn: mgn_lib.MGNConfig = mgn_lib.MGNConfig(num_clusters=(4, 1), posterior="full", local_decoder="none",
+                                             global_encoder_layers=2)
+  max_nodes: int = 9  # N: the static pad size of the finest level (the learnable prior and MLP decoder are sized by it)
+  node_classes: int = 5  # T: the first T channels of batch.nodes one-hot encode the node type ("no node" included)
+  edge_classes: int = 3  # E: batch.edges one-hot encodes the edge type (no "no edge" channel)
+  prior: str = "learnable"  # standard | learnable
+  matching: str = "free"  # free | none  (Hungarian matching is for evaluation: distributions.hungarian_matching)
+  decoder: str = "second_order"  # second_order | mlp | dot  (finest level)
+  decoder_features: int = 32
+  decoder_layers: int = 3
+  mlp_hidden: tuple[int, ...] = (512, 512)  # Table 1's MLP decoder: two hidden layers of 512, sigmoid
+  coarse_decoders: bool = True  # regression decoders for the coarse levels' weighted adjacencies
+  kl_weight: float | tuple[float, ...] = 1.0  # beta per level
+  cut_weight: float | tuple[float, ...] = 1.0  # lambda per level (balanced cut)
+  edge_weight: float = 1.0
+  edge_type_weight: float = 1.0
+  node_weight: float = 1.0
+  coarse_weight: float = 1.0
+  local_weight: float = 0.0  # the MGN's local decoders (if mgn.local_decoder != "none")
+
+  def __post_init__(self):
+    if self.mgn.posterior == "none":
+      raise ValueError("MGVAEConfig.mgn.posterior must be 'diagonal' or 'full' (a VAE needs a posterior)")
+    if self.prior not in PRIORS:
+      raise ValueError(f"MGVAEConfig.prior must be one of {PRIORS}, got {self.prior!r}")
+    if self.decoder not in GRAPH_DECODERS:
+      raise ValueError(f"MGVAEConfig.decoder must be one of {GRAPH_DECODERS}, got {self.decoder!r}")
+    if self.matching not in ("free", "none"):
+      raise ValueError(f"MGVAEConfig.matching must be 'free' or 'none', got {self.matching!r}")
+    if self.max_nodes < 1 or self.node_classes < 1 or self.edge_classes < 1:
+      raise ValueError(f"MGVAEConfig needs max_nodes, node_classes, edge_classes >= 1, got {self.max_nodes}, "
+                       f"{self.node_classes}, {self.edge_classes}")
+    levels = len(self.mgn.num_clusters)
+    for name in ("kl_weight", "cut_weight"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, float)) and len(value) != levels:
+        raise ValueError(f"MGVAEConfig.{name} needs one value per encoded level ({levels}), got {value}")
+
+  @property
+  def num_latent_levels(self) -> int:
+    return len(self.mgn.num_clusters)
+
+  def level_sizes(self) -> tuple[int, ...]:
+    """Node slots of each encoded level, bottom-up: (N, K_L, K_{L-1}, ...) without the pooled top."""
+    return self.mgn.level_sizes(self.max_nodes)[:self.num_latent_levels]
+
+  def weights(self, name: str) -> jnp.ndarray:
+    value = getattr(self, name)
+    return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (self.num_latent_levels,))
+
+
+@flax.struct.dataclass
+class MGVAEOutput:
+  """Per-graph loss terms ([B], or [B, levels] bottom-up) and what produced them."""
+  loss: Array  # [B] the weighted total (eq. 8 with balanced cuts)
+  reconstruction: Array  # [B, levels] per level: finest = edge + edge type + node terms; coarse = adjacency MSE
+  kl: Array  # [B, levels]
+  balanced_cut: Array  # [B, levels]
+  edge: Array  # [B] BCE of edge existence (finest level)
+  edge_type: Array  # [B] CE of the edge type on true edges
+  node: Array  # [B] CE of the node type on real nodes
+  local: Array  # [B, levels] the MGN's local decoder BCE (0 when unused)
+  decoded: dict  # finest level logits: edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]
+  hierarchy: mgn_lib.MGNOutput
+
+
+class LearnablePrior(nn.Module):
+  """N(mu_hat, L_hat L_hat^T + diag(s_hat^2) + eps I) over `slots` node slots and `latent_dim` channels.
+
+  The means start spread (standard normal) so free matching starts near one-to-one; s_hat starts at 1, so the prior
+  starts close to N(mu_hat, I). See distributions.prior_kl for why the diagonal part is there.
+  """
+  slots: int
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array, Array]:
+    mu = self.param("mean", nn.initializers.normal(1.0), (self.slots, self.latent_dim))
+    factor = self.param("factor", nn.initializers.normal(0.1 / np.sqrt(self.slots)),
+                        (self.slots, self.slots, self.latent_dim))
+    raw = self.param("scale", nn.initializers.constant(np.log(np.expm1(1.0))), (self.slots, self.latent_dim))
+    return mu, factor, jax.nn.softplus(raw)
+
+
+class GraphDecoder(nn.Module):
+  """The finest level's decoder: latents [B, N, d] -> dict(edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]) logits.
+
+  second_order: outer-product features -> 2->2 layers -> a 2->2 pair head and a 2->1 node head (equivariant).
+  mlp: Table 1's baseline, the flattened latents through two sigmoid layers of 512 (not equivariant).
+  dot: z_i . z_j edges; edge types from a Dense on z_i * z_j, node types from a Dense on z_i.
+  """
+  kind: str
+  num_nodes: int
+  node_classes: int
+  edge_classes: int
+  features: int = 32
+  layers: int = 3
+  mlp_hidden: tuple[int, ...] = (512, 512)
+
+  @nn.compact
+  def __call__(self, z: Array, mask: Array) -> dict[str, Array]:
+    b, n, _ = z.shape
+    t, e = self.node_classes, self.edge_classes
+    pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
+    if self.kind == "second_order":
+      h = jax.vmap(decoders.outer_product_features)(z, mask)  # [B, N, N, 2d]
+      for _ in range(self.layers):
+        h = nn.relu(equivariant.EquivariantLinear2to2(self.features)(h, mask))
+      pairs = equivariant.EquivariantLinear2to2(1 + e, use_diag_bias=False, name="pair_head")(h, mask)
+      node = equivariant.EquivariantLinear2to1(t, name="node_head")(h, mask)  # [B, N, T]
+    elif self.kind == "mlp":
+      if n != self.num_nodes:
+        raise ValueError(f"the MLP decoder is built for {self.num_nodes} nodes, got {n}")
+      h = (z * mask[..., None]).reshape(b, -1)
+      for width in self.mlp_hidden:
+        h = nn.sigmoid(nn.Dense(width)(h))
+      pairs = nn.Dense(n * n * (1 + e), name="pair_head")(h).reshape(b, n, n, 1 + e)
+      node = nn.Dense(n * t, name="node_head")(h).reshape(b, n, t)
+    else:
+      zm = z * mask[..., None]
+      prod = zm[:, :, None, :] * zm[:, None, :, :]  # [B, N, N, d]
+      pairs = jnp.concatenate([prod.sum(-1, keepdims=True), nn.Dense(e, name="pair_head")(prod)], -1)
+      node = nn.Dense(t, name="node_head")(z)
+    pairs = 0.5 * (pairs + jnp.swapaxes(pairs, 1, 2)) * pm[..., None]  # undirected
+    return {"edge": pairs[..., 0], "edge_type": pairs[..., 1:], "node": node * mask[..., None]}
+
+
+def edge_pos_weight(batches: Sequence[graphs.GraphBatch] | graphs.GraphBatch) -> float:
+  """The positive-class weight for edge BCE from data: non-edges / edges over real off-diagonal pairs."""
+  if isinstance(batches, graphs.GraphBatch):
+    batches = [batches]
+  pos = neg = 0.0
+  for batch in batches:
+    pm = np.asarray(batch.pair_mask) & ~np.eye(batch.pad_size, dtype=bool)
+    edge = np.asarray(batch.adjacency) > 0
+    pos += float((edge & pm).sum())
+    neg += float((~edge & pm).sum())
+  if pos == 0:
+    raise ValueError("edge_pos_weight: the data have no edges")
+  return neg / pos
+
+
+def _level_kl(cfg: MGVAEConfig, level: mgn_lib.LevelOutput, prior) -> Array:
+  """KL of one level's posterior against its prior, per graph [B]; overflowed nodes (no posterior) excluded."""
+  mask = level.mask & ~level.slots.overflow
+  eps = cfg.mgn.covariance_eps
+  if cfg.mgn.posterior == "diagonal":
+    if prior is None:
+      return jax.vmap(distributions.standard_normal_kl_diagonal)(level.posterior_mean, level.posterior_scale, mask)
+    cov = jax.vmap(distributions.diagonal_covariance)(level.posterior_scale, mask)
+  else:
+    cov = jax.vmap(lambda f, m: distributions.full_covariance(f, m, eps))(level.posterior_factor, mask)
+  if prior is None:
+    return jax.vmap(lambda mu, c, m: distributions.prior_kl(mu, c, None, None, None, m))(level.posterior_mean, cov,
+                                                                                         mask)
+  mu_p, f_p, s_p = prior
+  fn = lambda mu, c, m: distributions.prior_kl(mu, c, mu_p, f_p, s_p, m, cfg.matching, eps)
+  return jax.vmap(fn)(level.posterior_mean, cov, mask)
+
+
+class MGVAE(nn.Module):
+  """__call__(batch, train=..., edge_pos_weight=...) -> MGVAEOutput. Methods `encode`, `decode`, `sample_prior`.
+
+  rng streams: `gumbel` (learned clustering) and `latent` (posterior samples) when training; `sample` for
+  sample_prior.
+  """
+  config: MGVAEConfig
+
+  def setup(self):
+    cfg = self.config
+    self.mgn = mgn_lib.MGN(dataclasses.replace(cfg.mgn, pool_top=False))  # the pooled top node is not a latent level
+    sizes = cfg.level_sizes()
+    self.priors = ([LearnablePrior(n, cfg.mgn.latent_dim, name=f"prior_{i}") for i, n in enumerate(sizes)]
+                   if cfg.prior == "learnable" else [])
+    self.graph_decoder = GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
+                                      cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden)
+    self.coarse_decoders = ([decoders.SecondOrderDecoder(cfg.decoder_features, cfg.decoder_layers, 1, diagonal=True,
+                                                         name=f"coarse_decoder_{i}")
+                             for i in range(1, len(sizes))] if cfg.coarse_decoders else [])
+
+  def _check(self, batch: graphs.GraphBatch):
+    cfg = self.config
+    if batch.pad_size != cfg.max_nodes:
+      raise ValueError(f"MGVAE is built for graphs padded to max_nodes={cfg.max_nodes} slots, got {batch.pad_size}")
+    if batch.nodes.shape[-1] < cfg.node_classes:
+      raise ValueError(f"node features have {batch.nodes.shape[-1]} channels, fewer than node_classes="
+                       f"{cfg.node_classes} (the node-type one-hot comes first)")
+    if batch.edges.shape[-1] != cfg.edge_classes:
+      raise ValueError(f"edge features have {batch.edges.shape[-1]} channels, expected edge_classes="
+                       f"{cfg.edge_classes}")
+
+  def __call__(self, batch: graphs.GraphBatch, *, train: bool, edge_pos_weight: float | Array = 1.0,
+               temperature: float | Array = 1.0, noise=None, latent_noise=None) -> MGVAEOutput:
+    cfg = self.config
+    self._check(batch)
+    out = self.mgn(batch, train=train, temperature=temperature, noise=noise, latent_noise=latent_noise)
+    levels = out.levels
+    finest = levels[0]
+    mask = batch.mask
+    pm = batch.pair_mask & ~jnp.eye(batch.pad_size, dtype=bool)
+    # Finest level: the global decoder on the (sampled) latents.
+    dec = self.graph_decoder(finest.latents, mask)
+    edge_true = batch.adjacency > 0
+    edge = mgn_lib.masked_bce(dec["edge"], edge_true, pm, edge_pos_weight, axes=(1, 2))
+    on_edge = (pm & edge_true).astype(batch.edges.dtype)
+    edge_type = jnp.zeros_like(edge)
+    if cfg.edge_classes > 1:
+      ce = -jnp.sum(jax.nn.log_softmax(dec["edge_type"], -1) * batch.edges, -1)  # [B, N, N]
+      edge_type = (ce * on_edge).sum((1, 2)) / jnp.maximum(on_edge.sum((1, 2)), 1.0)
+    node_target = batch.nodes[..., :cfg.node_classes]
+    node_ce = -jnp.sum(jax.nn.log_softmax(dec["node"], -1) * node_target, -1)  # [B, N]
+    m = mask.astype(node_ce.dtype)
+    node = (node_ce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    recon = [cfg.edge_weight * edge + cfg.edge_type_weight * edge_type + cfg.node_weight * node]
+    # Coarser levels: regress the weighted adjacency of Definition 3.2 (diagonal included: edges inside a cluster).
+    for i, level in enumerate(levels[1:]):
+      if not self.coarse_decoders:
+        recon.append(jnp.zeros_like(edge))
+        continue
+      pred = self.coarse_decoders[i](level.latents, level.mask)[..., 0]
+      lpm = (level.mask[:, :, None] & level.mask[:, None, :]).astype(pred.dtype)
+      err = ((pred - level.edges.sum(-1)) ** 2) * lpm
+      recon.append(cfg.coarse_weight * err.sum((1, 2)) / jnp.maximum(lpm.sum((1, 2)), 1.0))
+    recon = jnp.stack(recon, -1)  # [B, levels]
+    priors = [p() for p in self.priors] if self.priors else [None] * len(levels)
+    kl = jnp.stack([_level_kl(cfg, lv, pr) for lv, pr in zip(levels, priors)], -1)  # [B, levels]
+    cut = out.balanced_cut
+    local = (mgn_lib.reconstruction_loss(out, edge_pos_weight) if cfg.mgn.local_decoder != "none"
+             or cfg.mgn.global_decoder != "none" else jnp.zeros_like(cut))
+    loss = (recon.sum(-1) + (kl * cfg.weights("kl_weight")).sum(-1) + (cut * cfg.weights("cut_weight")).sum(-1)
+            + cfg.local_weight * local.sum(-1))
+    graph_real = mask.any(-1).astype(loss.dtype)  # empty padding graphs contribute 0
+    return MGVAEOutput(loss=loss * graph_real, reconstruction=recon * graph_real[:, None],
+                       kl=kl * graph_real[:, None], balanced_cut=cut * graph_real[:, None], edge=edge * graph_real,
+                       edge_type=edge_type * graph_real, node=node * graph_real,
+                       local=local * graph_real[:, None], decoded=dec, hierarchy=out)
+
+  def encode(self, batch: graphs.GraphBatch) -> tuple[Array, ...]:
+    """Posterior means of every encoded level, bottom-up: ([B, N, d], [B, K_L, d], ...). Deterministic."""
+    self._check(batch)
+    out = self.mgn(batch, train=False)
+    return tuple(lv.posterior_mean for lv in out.levels)
+
+  def decode(self, z: Array, level: int = 0) -> dict[str, Array]:
+    """Decode latents of one level (0 = finest) with every slot a node.
+
+    Finest level: probabilities {edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]}; coarser: {adjacency [B,K,K]}.
+    """
+    mask = jnp.ones(z.shape[:2], bool)
+    if level == 0:
+      logits = self.graph_decoder(z, mask)
+      off = 1.0 - jnp.eye(z.shape[1], dtype=z.dtype)
+      return {"edge": jax.nn.sigmoid(logits["edge"]) * off, "edge_type": jax.nn.softmax(logits["edge_type"], -1),
+              "node": jax.nn.softmax(logits["node"], -1)}
+    if not self.coarse_decoders:
+      raise ValueError("decode at a coarse level needs coarse_decoders=True")
+    return {"adjacency": self.coarse_decoders[level - 1](z, mask)[..., 0]}
+
+  def sample_prior(self, num_samples: int, level: int = 0) -> Array:
+    """Latents [num_samples, N_l, d] drawn from the prior of one level (rng stream `sample`)."""
+    cfg = self.config
+    sizes = cfg.level_sizes()
+    if not 0 <= level < len(sizes):
+      raise ValueError(f"level must be in [0, {len(sizes)}) (0 = finest), got {level}")
+    n, d = sizes[level], cfg.mgn.latent_dim
+    keys = jax.random.split(self.make_rng("sample"), 3)
+    if not self.priors:
+      return jax.random.normal(keys[0], (num_samples, n, d))
+    mu, factor, scale = self.priors[level]()
+    e1 = jax.random.normal(keys[0], (num_samples, n, d))
+    e2 = jax.random.normal(keys[1], (num_samples, n, d))
+    e3 = jax.random.normal(keys[2], (num_samples, n, d))
+    return (mu + jnp.einsum("ijc,bjc->bic", factor, e1) + scale * e2
+            + jnp.sqrt(cfg.mgn.covariance_eps) * e3)
+
+
+def check_finite(output: MGVAEOutput) -> None:
+  """Raise FloatingPointError naming every non-finite loss term, with its level and the graphs it hit.
+
+  Host side (call on fetched values); the jit-side counterpart is `jnp.isfinite(output.loss).all()`.
+  """
+  problems = []
+  for name in ("reconstruction", "kl", "balanced_cut", "local", "edge", "edge_type", "node"):
+    value = np.asarray(getattr(output, name))
+    bad = ~np.isfinite(value)
+    if bad.any():
+      if value.ndim == 2:
+        for level in np.unique(np.nonzero(bad)[1]):
+          graphs_hit = np.flatnonzero(bad[:, level]).tolist()
+          problems.append(f"{name} at level {level} (0 = finest) for graphs {graphs_hit[:8]}")
+      else:
+        problems.append(f"{name} for graphs {np.flatnonzero(bad).tolist()[:8]}")
+  if problems or not np.all(np.isfinite(np.asarray(output.loss))):
+    raise FloatingPointError("non-finite MGVAE loss: " + ("; ".join(problems) or "the weighted total"))
+
+
+def interpolate(model: MGVAE, params, graph_a: graphs.GraphBatch, graph_b: graphs.GraphBatch, steps: int = 7,
+                align: bool = True) -> dict[str, Array]:
+  """Figure 7: decode (1 - t) z_a + t z_b at the finest level for t in linspace(0, 1, steps).
+
+  graph_a, graph_b: batches of one graph each. With `align`, z_b's nodes are first put in z_a's order by Hungarian
+  matching of their posterior means (the latents of two graphs have no common node order otherwise).
+  Returns the decoded probabilities with a leading [steps] axis.
+  """
+  za = model.apply(params, graph_a, method=MGVAE.encode)[0][0]  # [N, d]
+  zb = model.apply(params, graph_b, method=MGVAE.encode)[0][0]
+  if align:
+    order = distributions.hungarian_matching(np.asarray(za), np.asarray(zb), np.ones(za.shape[0], bool))
+    zb = zb[jnp.asarray(order)]
+  t = jnp.linspace(0.0, 1.0, steps)[:, None, None]
+  z = (1.0 - t) * za[None] + t * zb[None]  # [steps, N, d]
+  return model.apply(params, z, method=MGVAE.decode)
