@@ -1,0 +1,214 @@
+"""Molecule generation metrics: validity, uniqueness, novelty, QED, FCD and NSPDK MMD.
+
+The conventions are GDSS's (Jo et al. 2022; `sampler.py`, which calls MOSES's `get_all_metrics` and GDSS's
+`compute_nspdk_mmd`), so numbers are comparable with the tables of GDSS and the papers that copy its protocol.
+`generation_metrics` states every denominator. Where we deliberately differ from MOSES: molecules are compared
+(uniqueness, novelty) by canonical SMILES *without* stereochemistry, because a 2D graph generator cannot produce
+stereo and ZINC's training SMILES carry it; counting "C[C@H](N)O" as novel w.r.t. "C[C@@H](N)O" would inflate novelty.
+
+FCD needs `fcd_torch` (with torch): the optional `metrics` extra. NSPDK uses `nspdk.py` here (numpy/scipy only).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from rdkit import Chem
+from rdkit import rdBase
+from rdkit.Chem import QED
+
+from mgvae_jax.chem import nspdk
+
+_EXTRA_HINT = "install the optional metrics extra: pip install 'mgvae_jax[metrics]'"
+
+
+def parse_smiles(smiles: Optional[str]) -> Optional[Chem.Mol]:
+  """The sanitised RDKit molecule of `smiles`, or None for a failed sample.
+
+  A sample fails if it is None, empty/blank, the literal "None", does not parse or sanitise (e.g. a valence error), or
+  has no atoms. Multi-fragment SMILES ("CC.O") that sanitise are valid, as in RDKit and MOSES; GDSS-style decoders
+  keep only the largest fragment before writing SMILES, so that choice is the decoder's, not this metric's.
+  """
+  if smiles is None:
+    return None
+  smiles = str(smiles).strip()
+  if not smiles or smiles == "None":
+    return None
+  with rdBase.BlockLogs():  # invalid samples are expected; RDKit would log each one
+    mol = Chem.MolFromSmiles(smiles)
+  if mol is None or mol.GetNumAtoms() == 0:
+    return None
+  return mol
+
+
+def canonical_smiles(smiles: Optional[str]) -> Optional[str]:
+  """RDKit canonical SMILES without stereochemistry (isomericSmiles=False), or None if the sample is invalid."""
+  mol = parse_smiles(smiles)
+  return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def _count_valid(samples: Sequence[Optional[str]]) -> int:
+  return sum(parse_smiles(s) is not None for s in samples)
+
+
+def _reference_mols(smiles: Iterable[str], name: str) -> list[Chem.Mol]:
+  """Parse a reference set, dropping (with a warning) entries RDKit cannot read rather than failing the evaluation."""
+  smiles = list(smiles)
+  mols = [parse_smiles(s) for s in smiles]
+  bad = [i for i, m in enumerate(mols) if m is None]
+  if bad:
+    warnings.warn(f"{name}: {len(bad)} of {len(smiles)} SMILES do not parse with RDKit and are left out "
+                  f"(first at index {bad[0]}: {smiles[bad[0]]!r})", stacklevel=3)
+  return [m for m in mols if m is not None]
+
+
+def _fcd(generated: list[str], reference: list[str]) -> float:
+  """Frechet ChemNet Distance with fcd_torch, the implementation MOSES (and hence GDSS) uses."""
+  try:
+    import fcd_torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(f"FCD needs the fcd_torch package (and torch), which is not importable ({e}); {_EXTRA_HINT}, "
+                      "or skip FCD (compute_fcd=False / --no_fcd)") from e
+  # fcd_torch ships ChemNet's weights in its wheel (no download) and re-canonicalises with RDKit (isomeric, as MOSES).
+  model = fcd_torch.FCD(device="cpu", n_jobs=1)
+  with warnings.catch_warnings():
+    # fcd_torch 1.0.7 calls np.row_stack (deprecated in numpy 2) and scipy's sqrtm(disp=False) (removed in scipy 1.18,
+    # hence the pin scipy<1.18 of the metrics extra); both still work, and neither warning is the caller's to act on.
+    warnings.filterwarnings("ignore", message=".*row_stack.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*`disp` argument is deprecated.*", category=DeprecationWarning)
+    return float(model(ref=reference, gen=generated))
+
+
+def generation_metrics(
+    generated: Sequence[Optional[str]],
+    train_smiles: Iterable[str],
+    test_smiles: Iterable[str],
+    *,
+    num_samples: Optional[int] = None,
+    uncorrected: Optional[Sequence[Optional[str]]] = None,
+    compute_fcd: bool = True,
+    compute_nspdk: bool = True,
+) -> dict[str, Any]:
+  """Generation quality of a set of sampled molecules, with GDSS's conventions.
+
+  Denominators (N = num_samples; V, U, T as defined here):
+
+    validity               = V / N, V = number of valid samples (see `parse_smiles`). N counts every requested sample,
+                             failed decodes included: `None` entries, and the num_samples - len(generated) samples
+                             missing from `generated`. 10,000 samples means 10,000 in the denominator.
+    validity_wo_correction = (valid samples in `uncorrected`) / N, for decoders that repair valence errors:
+                             `uncorrected` lists the same samples before repair. Without it, `generated` is taken to
+                             be uncorrected and this equals validity (`validity_wo_correction_source` says which).
+    uniqueness             = U / V, U = distinct canonical SMILES among the valid samples (MOSES's unique@k with k = V).
+    novelty                = T / U, T = those U distinct molecules whose canonical SMILES is not in the training set
+                             (MOSES's `novelty`, used by GDSS: novel unique / unique valid).
+    qed_mean, qed_std      = mean and (population) std of RDKit's QED over the U distinct valid molecules, so a
+                             molecule generated many times counts once.
+    fcd                    = FCD (fcd_torch) between all V valid samples (duplicates kept, as MOSES's FCD/Test) and
+                             the whole test set as given (`fcd_num_test` reports its size); None if V < 2. Both sides
+                             are RDKit canonical SMILES *with* stereo where present, as in GDSS, since ChemNet reads
+                             the SMILES string.
+    nspdk_mmd              = NSPDK MMD^2 (`nspdk.py`, equivalent to GDSS's EDeN call) between the graphs of all V valid
+                             samples and those of the whole test set (`nspdk_num_test`); None if V = 0.
+
+  Canonical SMILES are RDKit's with isomericSmiles=False, for generated and training molecules alike, so two SMILES of
+  the same molecule count once and stereoisomers count as one molecule. With V = 0 (or U = 0), uniqueness, novelty and
+  the QED statistics are 0. Subsample the test set before calling to bound FCD/NSPDK cost (the CLI's --num_test).
+
+  Args:
+    generated: one SMILES (or None for a failed decode) per sample, after any correction.
+    train_smiles: the training set, for novelty.
+    test_smiles: the reference set for FCD and NSPDK; unreadable entries are dropped with a warning.
+    num_samples: the number of samples requested, if `generated` omits some failures; default len(generated).
+    uncorrected: the same samples before correction (same length as `generated`).
+    compute_fcd: compute FCD (needs fcd_torch; raises ImportError naming the `metrics` extra if missing).
+    compute_nspdk: compute NSPDK MMD.
+
+  Returns:
+    A JSON-serialisable dict: the rates above, their counts (num_samples, num_valid, num_unique, num_novel,
+    num_valid_wo_correction), FCD/NSPDK values with the set sizes they used (None where skipped), and `notes`, a list of
+    messages about anything not computed.
+  """
+  generated = list(generated)
+  n = len(generated) if num_samples is None else int(num_samples)
+  if n < len(generated):
+    raise ValueError(f"num_samples={n} is smaller than the {len(generated)} generated entries given")
+  if n <= 0:
+    raise ValueError("no samples: generated is empty and num_samples is not positive; nothing to evaluate")
+  if uncorrected is not None:
+    uncorrected = list(uncorrected)
+    if len(uncorrected) != len(generated):
+      raise ValueError(f"uncorrected has {len(uncorrected)} entries but generated has {len(generated)}; they must "
+                       "list the same samples before and after correction")
+  notes: list[str] = []
+
+  mols = [parse_smiles(s) for s in generated]
+  valid_mols = [m for m in mols if m is not None]
+  valid_canon = [Chem.MolToSmiles(m, isomericSmiles=False) for m in valid_mols]
+  first_mol = {}  # canonical SMILES -> its first valid sample, in first-seen order (reproducible QED sums)
+  for c, m in zip(valid_canon, valid_mols):
+    first_mol.setdefault(c, m)
+  unique = list(first_mol)
+  train = {c for c in (canonical_smiles(s) for s in train_smiles) if c is not None}
+  novel = [c for c in unique if c not in train]
+  num_valid, num_unique = len(valid_mols), len(unique)
+
+  if uncorrected is None:
+    num_valid_wo, source = num_valid, "generated"
+  else:
+    num_valid_wo, source = _count_valid(uncorrected), "uncorrected"
+
+  qeds = np.array([QED.qed(m) for m in first_mol.values()], np.float64)
+  result: dict[str, Any] = {
+      "num_samples": n,
+      "num_valid": num_valid,
+      "num_valid_wo_correction": num_valid_wo,
+      "num_unique": num_unique,
+      "num_novel": len(novel),
+      "num_train": len(train),
+      "validity": num_valid / n,
+      "validity_wo_correction": num_valid_wo / n,
+      "validity_wo_correction_source": source,
+      "uniqueness": num_unique / num_valid if num_valid else 0.0,
+      "novelty": len(novel) / num_unique if num_unique else 0.0,
+      "qed_mean": float(qeds.mean()) if num_unique else 0.0,
+      "qed_std": float(qeds.std()) if num_unique else 0.0,
+      "fcd": None,
+      "fcd_num_generated": None,
+      "fcd_num_test": None,
+      "nspdk_mmd": None,
+      "nspdk_num_generated": None,
+      "nspdk_num_test": None,
+  }
+
+  if compute_fcd or compute_nspdk:
+    test_mols = _reference_mols(test_smiles, "test set")
+    if not test_mols:
+      raise ValueError("the test set has no readable SMILES; FCD and NSPDK need a reference set "
+                       "(or pass compute_fcd=False and compute_nspdk=False)")
+  if compute_fcd:
+    if num_valid < 2:
+      notes.append(f"FCD not computed: it needs at least 2 valid samples, got {num_valid}")
+    elif len(test_mols) < 2:
+      notes.append(f"FCD not computed: it needs at least 2 test molecules, got {len(test_mols)}")
+    else:
+      # Both sides go in as RDKit canonical SMILES with stereo where present, as GDSS (canonicalize_smiles) and MOSES.
+      test_canon = [Chem.MolToSmiles(m) for m in test_mols]
+      fcd = _fcd([Chem.MolToSmiles(m) for m in valid_mols], test_canon)
+      if math.isfinite(fcd):
+        result["fcd"] = fcd
+        result["fcd_num_generated"], result["fcd_num_test"] = num_valid, len(test_canon)
+      else:
+        notes.append(f"FCD not computed: fcd_torch returned {fcd} for these sets")
+  if compute_nspdk:
+    if num_valid == 0:
+      notes.append("NSPDK MMD not computed: there are no valid samples")
+    else:
+      result["nspdk_mmd"] = nspdk.mmd([nspdk.from_mol(m) for m in valid_mols],
+                                      [nspdk.from_mol(m) for m in test_mols])
+      result["nspdk_num_generated"], result["nspdk_num_test"] = num_valid, len(test_mols)
+  result["notes"] = notes
+  return result
