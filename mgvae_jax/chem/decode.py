@@ -108,7 +108,7 @@ def _finish(mol: Chem.RWMol, fragments: int) -> DecodeResult:
     except Exception as e:  # pylint: disable=broad-except  (RDKit raises several exception types)
       message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       return _failure(f"{SANITIZE_FAILED}: {message}", fragments)
-  smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
+  smiles = featurise_lib.canonical_smiles(mol)
   return DecodeResult(smiles=smiles, valid=True, reason="", num_atoms=mol.GetNumAtoms(), num_fragments=fragments)
 
 

@@ -89,7 +89,8 @@ def atom_type_name(symbol: str, charge: int) -> str:
 
 
 def canonical_smiles(mol_or_smiles) -> Optional[str]:
-  """RDKit canonical SMILES without stereo or isotopes (the round-trip target); None if the SMILES does not parse."""
+  """RDKit canonical SMILES without stereo or isotopes (the round-trip target) of a Mol or a SMILES string; None for
+  None or a SMILES that does not parse."""
   mol = mol_or_smiles
   if isinstance(mol_or_smiles, str):
     with rdBase.BlockLogs():

@@ -20,6 +20,7 @@ from rdkit import Chem
 from rdkit import rdBase
 from rdkit.Chem import QED
 
+from mgvae_jax.chem import featurise
 from mgvae_jax.chem import nspdk
 
 _EXTRA_HINT = "install the optional metrics extra: pip install 'mgvae_jax[metrics]'"
@@ -46,8 +47,7 @@ def parse_smiles(smiles: Optional[str]) -> Optional[Chem.Mol]:
 
 def canonical_smiles(smiles: Optional[str]) -> Optional[str]:
   """RDKit canonical SMILES without stereochemistry (isomericSmiles=False), or None if the sample is invalid."""
-  mol = parse_smiles(smiles)
-  return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+  return featurise.canonical_smiles(parse_smiles(smiles))
 
 
 def _count_valid(samples: Sequence[Optional[str]]) -> int:
@@ -147,7 +147,7 @@ def generation_metrics(
 
   mols = [parse_smiles(s) for s in generated]
   valid_mols = [m for m in mols if m is not None]
-  valid_canon = [Chem.MolToSmiles(m, isomericSmiles=False) for m in valid_mols]
+  valid_canon = [featurise.canonical_smiles(m) for m in valid_mols]
   first_mol = {}  # canonical SMILES -> its first valid sample, in first-seen order (reproducible QED sums)
   for c, m in zip(valid_canon, valid_mols):
     first_mol.setdefault(c, m)
