@@ -22,6 +22,7 @@ import jax.scipy.linalg
 import numpy as np
 
 from mgvae_jax import equivariant
+from mgvae_jax import linalg
 
 Array = jnp.ndarray
 
@@ -46,7 +47,7 @@ def diagonal_covariance(sigma: Array, mask: Array) -> Array:
 
 
 def _masked_chol(cov: Array) -> Array:
-  return jnp.linalg.cholesky(cov)  # [d, N, N] lower
+  return linalg.cholesky(cov)  # [d, N, N] lower (not jnp.linalg.cholesky: see linalg.py)
 
 
 def gaussian_kl(mu_q: Array, cov_q: Array, mu_p: Array, cov_p: Array, mask: Array) -> Array:
@@ -58,7 +59,7 @@ def gaussian_kl(mu_q: Array, cov_q: Array, mu_p: Array, cov_p: Array, mask: Arra
   """
   m = mask.astype(mu_q.dtype)
   lq, lp = _masked_chol(cov_q), _masked_chol(cov_p)  # [d, N, N]
-  solve = jax.vmap(lambda a, b: jax.scipy.linalg.solve_triangular(a, b, lower=True))
+  solve = linalg.solve_lower  # batched over channels; not jax.scipy (see linalg.py)
   # Columns of padded slots are identity columns on both sides: keep only real rows and columns in every sum.
   w = solve(lp, lq)  # [d, N, N] = Lp^-1 Lq
   trace = jnp.sum((w ** 2) * (m[None, :, None] * m[None, None, :]), axis=(1, 2))  # [d]

@@ -286,16 +286,20 @@ class MGVAE(nn.Module):
     out = self.mgn(batch, train=False)
     return tuple(lv.posterior_mean for lv in out.levels)
 
-  def decode(self, z: Array, level: int = 0) -> dict[str, Array]:
+  def decode(self, z: Array, level: int = 0, edge_pos_weight: float | Array = 1.0) -> dict[str, Array]:
     """Decode latents of one level (0 = finest) with every slot a node.
 
     Finest level: probabilities {edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]}; coarser: {adjacency [B,K,K]}.
+    `edge_pos_weight`: the positive-class weight w the edge BCE was trained with. A w-weighted BCE is minimised by
+    p = w q / (w q + 1 - q), not by the edge probability q itself, so the logits are shifted by -log w to give q
+    (without it, w ~ 27 on ZINC turns every pair with q > 1/28 into a likely edge).
     """
     mask = jnp.ones(z.shape[:2], bool)
     if level == 0:
       logits = self.graph_decoder(z, mask)
       off = 1.0 - jnp.eye(z.shape[1], dtype=z.dtype)
-      return {"edge": jax.nn.sigmoid(logits["edge"]) * off, "edge_type": jax.nn.softmax(logits["edge_type"], -1),
+      edge_logits = logits["edge"] - jnp.log(jnp.asarray(edge_pos_weight, z.dtype))
+      return {"edge": jax.nn.sigmoid(edge_logits) * off, "edge_type": jax.nn.softmax(logits["edge_type"], -1),
               "node": jax.nn.softmax(logits["node"], -1)}
     if not self.coarse_decoders:
       raise ValueError("decode at a coarse level needs coarse_decoders=True")
@@ -340,12 +344,12 @@ def check_finite(output: MGVAEOutput) -> None:
 
 
 def interpolate(model: MGVAE, params, graph_a: graphs.GraphBatch, graph_b: graphs.GraphBatch, steps: int = 7,
-                align: bool = True) -> dict[str, Array]:
+                align: bool = True, edge_pos_weight: float = 1.0) -> dict[str, Array]:
   """Figure 7: decode (1 - t) z_a + t z_b at the finest level for t in linspace(0, 1, steps).
 
   graph_a, graph_b: batches of one graph each. With `align`, z_b's nodes are first put in z_a's order by Hungarian
   matching of their posterior means (the latents of two graphs have no common node order otherwise).
-  Returns the decoded probabilities with a leading [steps] axis.
+  Returns the decoded probabilities with a leading [steps] axis (`edge_pos_weight` as in MGVAE.decode).
   """
   za = model.apply(params, graph_a, method=MGVAE.encode)[0][0]  # [N, d]
   zb = model.apply(params, graph_b, method=MGVAE.encode)[0][0]
@@ -354,4 +358,4 @@ def interpolate(model: MGVAE, params, graph_a: graphs.GraphBatch, graph_b: graph
     zb = zb[jnp.asarray(order)]
   t = jnp.linspace(0.0, 1.0, steps)[:, None, None]
   z = (1.0 - t) * za[None] + t * zb[None]  # [steps, N, d]
-  return model.apply(params, z, method=MGVAE.decode)
+  return model.apply(params, z, 0, edge_pos_weight, method=MGVAE.decode)

@@ -313,6 +313,37 @@ def test_corrected_decoding_is_always_valid(seed, setup, threshold):
   chem.decode_argmax(*probs, feat, edge_threshold=threshold)  # never raises, valid or not
 
 
+@hypothesis.settings(max_examples=20, deadline=None)
+@hypothesis.given(seed=st.integers(0, 2**32 - 1))
+def test_connected_decoding_keeps_every_atom_it_can(seed):
+  """connect=True joins fragments through the most probable remaining pairs: with low edge probabilities (nothing
+  above the threshold) the result is still one molecule, and it never has fewer atoms than without joining."""
+  rng = np.random.default_rng(seed)
+  node_probs, edge_probs, edge_type_probs = _random_probs(rng, ZINC, 12)
+  edge_probs = edge_probs * 0.3  # all below the 0.5 threshold
+  atoms = int((node_probs.argmax(-1) != ZINC.no_atom).sum())
+  plain = chem.decode_corrected(node_probs, edge_probs, edge_type_probs, ZINC)
+  joined = chem.decode_corrected(node_probs, edge_probs, edge_type_probs, ZINC, connect=True)
+  if atoms == 0:
+    assert not joined.valid
+    return
+  assert joined.valid and "." not in joined.smiles
+  assert joined.num_atoms >= plain.num_atoms
+  assert plain.num_atoms == 1  # no candidate bond: the largest fragment is one atom
+
+
+def test_connected_decoding_uses_the_most_probable_pairs():
+  # Three carbons, all pair probabilities below the threshold: joining takes the two most probable pairs (a chain).
+  n, t = 3, ZINC.num_types
+  node = np.zeros((n, t))
+  node[:, ZINC.type_names.index("C")] = 1.0
+  edge = np.array([[0, 0.3, 0.1], [0.3, 0, 0.2], [0.1, 0.2, 0]])
+  edge_type = np.zeros((n, n, 3))
+  edge_type[..., 0] = 1.0
+  assert chem.decode_corrected(node, edge, edge_type, ZINC, connect=True).smiles == "CCC"
+  assert chem.decode_corrected(node, edge, edge_type, ZINC).smiles == "C"
+
+
 def test_batched_decoding_and_mask():
   rng = np.random.default_rng(1)
   samples = [_random_probs(rng, QM9, 9) for _ in range(4)]

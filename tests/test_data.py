@@ -511,6 +511,11 @@ def test_batches_order_is_a_function_of_seed_and_epoch():
   assert order(0, 3) != order(0, 4) and order(0, 3) != order(1, 3)
   assert order(0, 3) == pipeline.epoch_order(40, 0, 3).tolist()  # a resumed run can recompute any epoch alone
   assert sum((_ids(*b) for b in pipeline.batches(data, 8, shuffle=False)), []) == list(range(40))
+  # A resumed run starts mid-epoch: `start` skips batches without changing the rest.
+  tail = sum((_ids(*b) for b in pipeline.batches(data, 8, seed=0, epoch=3, start=2)), [])
+  assert tail == order(0, 3)[16:]
+  with pytest.raises(ValueError, match="start must be >= 0"):
+    next(pipeline.batches(data, 8, start=-1))
 
 
 def test_batches_drop_remainder_and_indices():

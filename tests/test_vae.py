@@ -220,3 +220,18 @@ def test_bad_inputs_raise():
     model.init(jax.random.PRNGKey(0), _mol_batch(0, n=7), train=False)
   with pytest.raises(ValueError, match="no edges"):
     vae.edge_pos_weight(graphs.from_arrays([np.zeros((3, 3))]))
+
+
+def test_decode_calibrates_edge_probabilities_for_the_training_pos_weight():
+  """A w-weighted BCE is minimised by p = w q / (w q + 1 - q): decode(edge_pos_weight=w) gives back q."""
+  cfg = _config()
+  model = vae.MGVAE(cfg)
+  params = _init(model, _mol_batch(2))
+  z = jax.random.normal(jax.random.PRNGKey(3), (2, cfg.max_nodes, cfg.mgn.latent_dim))
+  w = 9.0
+  raw = model.apply(params, z, method=vae.MGVAE.decode)["edge"]
+  cal = model.apply(params, z, 0, w, method=vae.MGVAE.decode)["edge"]
+  off = ~np.eye(cfg.max_nodes, dtype=bool)
+  p, q = np.asarray(raw)[:, off], np.asarray(cal)[:, off]
+  np.testing.assert_allclose(q, p / (w - (w - 1.0) * p), rtol=1e-4, atol=1e-6)
+  assert np.all(q < p)

@@ -165,18 +165,22 @@ def decode_argmax(node_probs, edge_probs, edge_type_probs, featuriser: featurise
 
 def decode_corrected(node_probs, edge_probs, edge_type_probs, featuriser: featurise_lib.Featuriser, *,
                      mask=None, edge_threshold: float = 0.5,
-                     max_valences: Optional[Mapping[str, int]] = None) -> DecodeResult:
+                     max_valences: Optional[Mapping[str, int]] = None, connect: bool = False) -> DecodeResult:
   """The correcting process: a valid molecule from any probabilities with at least one real atom.
 
   Atoms are the argmax types, "no atom" slots skipped. Candidate bonds are the pairs of atoms whose symmetrised
   probability exceeds `edge_threshold`, taken in descending probability (ties in slot order). Each is added with its
   most likely order if both atoms have that much valence left, else with the highest lower order that fits, else
-  dropped. The largest connected fragment (most atoms; ties: the one with the lowest slot) is kept, sanitised and
-  written as canonical SMILES without stereo.
+  dropped. With `connect`, the fragments are then joined Kruskal-style: the remaining atom pairs in descending
+  probability, whatever their probability, each bonded (with the order fitting as above) when it joins two fragments
+  and both atoms have valence left, so all atoms end in one molecule where valences allow (the paper's "gradually add
+  the edges in that order" with connectivity as one of the constraints). The largest connected fragment (most atoms;
+  ties: the one with the lowest slot) is kept, sanitised and written as canonical SMILES without stereo.
 
   Args:
     node_probs, edge_probs, edge_type_probs, featuriser, mask, edge_threshold: as in decode_argmax.
     max_valences: per type-name overrides of MAX_VALENCE.
+    connect: join the fragments through the most probable remaining pairs.
 
   Returns:
     A DecodeResult; num_fragments is the fragment count before the largest was kept. Invalid only for non-finite
@@ -207,6 +211,8 @@ def decode_corrected(node_probs, edge_probs, edge_type_probs, featuriser: featur
       bonds.append((int(a), int(b), fit))
       free[a] -= fit
       free[b] -= fit
+  if connect:
+    _connect(slots, sub_p, q, free, bonds)
   groups = _components(slots.size, bonds)
   largest = max(groups, key=len)  # max keeps the first of equals: the lowest slot
   position = {a: k for k, a in enumerate(largest)}
@@ -221,6 +227,37 @@ def decode_corrected(node_probs, edge_probs, edge_type_probs, featuriser: featur
     if a in position and b in position:
       mol.AddBond(position[a], position[b], featurise_lib.BOND_TYPES[bond_order - 1])
   return _finish(mol, len(groups))
+
+
+def _connect(slots: np.ndarray, sub_p: np.ndarray, q: np.ndarray, free: list, bonds: list) -> None:
+  """Join fragments through the most probable pairs across them (in place on `free` and `bonds`)."""
+  n = slots.size
+  parent = list(range(n))
+
+  def find(a):
+    while parent[a] != a:
+      parent[a] = parent[parent[a]]
+      a = parent[a]
+    return a
+
+  for a, b, _ in bonds:
+    parent[find(a)] = find(b)
+  rows, cols = np.triu_indices(n, k=1)
+  order = np.argsort(-sub_p[rows, cols], kind="stable")
+  joins = len({find(a) for a in range(n)}) - 1
+  for a, b in zip(rows[order], cols[order]):
+    if joins == 0:
+      break
+    a, b = int(a), int(b)
+    ra, rb = find(a), find(b)
+    if ra == rb or free[a] < 1 or free[b] < 1:
+      continue
+    fit = min(int(q[slots[a], slots[b]].argmax()) + 1, free[a], free[b])
+    bonds.append((a, b, fit))
+    free[a] -= fit
+    free[b] -= fit
+    parent[ra] = rb
+    joins -= 1
 
 
 def _batched(fn, node_probs, edge_probs, edge_type_probs, featuriser, mask, **kwargs) -> list[DecodeResult]:
@@ -249,18 +286,25 @@ def decode_argmax_batch(node_probs, edge_probs, edge_type_probs, featuriser: fea
 
 def decode_corrected_batch(node_probs, edge_probs, edge_type_probs, featuriser: featurise_lib.Featuriser, *,
                            mask=None, edge_threshold: float = 0.5,
-                           max_valences: Optional[Mapping[str, int]] = None) -> list[DecodeResult]:
+                           max_valences: Optional[Mapping[str, int]] = None,
+                           connect: bool = False) -> list[DecodeResult]:
   """decode_corrected over samples (shapes as in decode_argmax_batch)."""
   return _batched(decode_corrected, node_probs, edge_probs, edge_type_probs, featuriser, mask,
-                  edge_threshold=edge_threshold, max_valences=max_valences)
+                  edge_threshold=edge_threshold, max_valences=max_valences, connect=connect)
 
 
 def decode_samples(probs: Mapping[str, np.ndarray], featuriser: featurise_lib.Featuriser, *, corrected: bool = True,
-                   mask=None, edge_threshold: float = 0.5) -> list[DecodeResult]:
-  """Decode MGVAE.decode's finest-level output {"node" [S,N,T], "edge" [S,N,N], "edge_type" [S,N,N,3]}."""
+                   mask=None, edge_threshold: float = 0.5, connect: bool = False) -> list[DecodeResult]:
+  """Decode MGVAE.decode's finest-level output {"node" [S,N,T], "edge" [S,N,N], "edge_type" [S,N,N,3]}.
+
+  `connect` (corrected decoding only) joins fragments through the most probable remaining pairs (decode_corrected).
+  """
   missing = {"node", "edge", "edge_type"} - set(probs)
   if missing:
     raise ValueError(f"decode_samples needs the keys node, edge, edge_type (MGVAE.decode at level 0); missing "
                      f"{sorted(missing)}")
-  fn = decode_corrected_batch if corrected else decode_argmax_batch
-  return fn(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask, edge_threshold=edge_threshold)
+  if corrected:
+    return decode_corrected_batch(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask,
+                                  edge_threshold=edge_threshold, connect=connect)
+  return decode_argmax_batch(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask,
+                             edge_threshold=edge_threshold)

@@ -57,7 +57,8 @@ Examples = Union[GraphBatch, Mapping[str, Any], Sequence[Any]]
 
 
 def batches(examples: Examples, batch_size: int, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-            drop_remainder: bool = False, pad_size: Optional[int] = None) -> Iterator[tuple[GraphBatch, np.ndarray]]:
+            drop_remainder: bool = False, pad_size: Optional[int] = None,
+            start: int = 0) -> Iterator[tuple[GraphBatch, np.ndarray]]:
   """Yield one epoch of `(GraphBatch, graph_mask [B] bool)`, every batch with the same shape.
 
   Args:
@@ -71,13 +72,17 @@ def batches(examples: Examples, batch_size: int, seed: int = 0, epoch: int = 0, 
     shuffle: False keeps the given order.
     drop_remainder: drop the last partial batch instead of padding it.
     pad_size: N for per-example input (default the largest n); must equal N for stacked input if given.
+    start: skip the first `start` batches of the epoch without building them (a resumed run's position, see
+      training.data_position).
 
   Yields:
     `(graphs, graph_mask)`: `graphs.nodes` [B, N, F], `graphs.edges` [B, N, N, E], `graphs.mask` [B, N] bool, host
     numpy arrays; `graph_mask` [B] bool, False on padding graphs (whose node mask is all False and arrays all zero).
   """
+  if start < 0:
+    raise ValueError(f"batches: start must be >= 0, got {start}")
   source = _Source(examples, pad_size)
-  for ids in batch_indices(source.num_examples, batch_size, seed, epoch, shuffle, drop_remainder):
+  for ids in batch_indices(source.num_examples, batch_size, seed, epoch, shuffle, drop_remainder)[start:]:
     yield source.take(ids), ids >= 0
 
 

@@ -10,3 +10,4 @@ from mgvae_jax.training.state import make_eval_step
 from mgvae_jax.training.state import make_train_step
 from mgvae_jax.training.state import NonFiniteLossError
 from mgvae_jax.training.state import TrainState
+from mgvae_jax.training import sharding

@@ -9,11 +9,15 @@ when to give up (`check_nonfinite`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Optional
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
@@ -56,7 +60,7 @@ def create_train_state(model: vae.MGVAE, optimizer: optax.GradientTransformation
                      nonfinite_in_a_row=zero, nonfinite_total=zero)
   # Commit to a device as a restored checkpoint is: jit keys its cache on committedness, so an uncommitted fresh
   # state and a committed restored one would each compile the train step.
-  return jax.device_put(state, jax.devices()[0])
+  return jax.device_put(state, jax.local_devices()[0])
 
 
 def _masked_metrics(out: vae.MGVAEOutput, graph_mask: Array) -> dict[str, Array]:
@@ -78,7 +82,7 @@ def _tree_all_finite(tree) -> Array:
 
 
 def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *, edge_pos_weight: float,
-                    temperature_fn: Optional[Callable[[Array], Array]] = None) -> StepFn:
+                    temperature_fn: Optional[Callable[[Array], Array]] = None, mesh: Optional[Mesh] = None) -> StepFn:
   """A jitted `step_fn(state, batch, graph_mask [B]) -> (state, metrics)`.
 
   Args:
@@ -86,6 +90,8 @@ def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *
     optimizer: an optax transformation (the one `create_train_state` initialised opt_state with).
     edge_pos_weight: positive-class weight of the edge BCE (vae.edge_pos_weight of the training data).
     temperature_fn: step [] int32 -> Gumbel-softmax temperature (jnp-traceable); default a constant 1.
+    mesh: a data mesh (training/sharding.py): the step then takes the batch sharded over its "data" axis and keeps
+      the state replicated; XLA all-reduces the gradients. None: whatever placement the inputs have.
 
   Returns:
     step_fn. metrics: loss/edge/edge_type/node [], reconstruction/kl/balanced_cut [levels] (means over real graphs),
@@ -99,7 +105,13 @@ def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *
     loss = jnp.where(graph_mask, out.loss, 0.0).sum() / count
     return loss, _masked_metrics(out, graph_mask)
 
-  @jax.jit
+  if mesh is None:
+    jit = jax.jit
+  else:
+    rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))
+    jit = functools.partial(jax.jit, in_shardings=(rep, data, data), out_shardings=(rep, rep))
+
+  @jit
   def step_fn(state: TrainState, batch: graphs.GraphBatch, graph_mask: Array):
     key = jax.random.fold_in(state.key, state.step)  # depends only on checkpointed state: resume is exact
     k_gumbel, k_latent = jax.random.split(key)

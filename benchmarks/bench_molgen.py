@@ -1,0 +1,196 @@
+r"""The main job's throughput: training molecules/s, sampling molecules/s (model only) and end to end, peak memory.
+
+  python -m benchmarks.bench_molgen [--threads=1] [--presets=authors,cpu] [--batches=20,64] \
+      [--num_samples=10000] [--workdir=runs/molgen_zinc]
+
+Presets (ZINC, N = 38):
+  authors  the size of the authors' PyTorch 2nd-order ZINC model the issue compares against: first-order GCN
+           encoders of 4 layers x 256 channels (diagonal posterior, as a first-order encoder gives), 2 levels of
+           2 clusters, a second-order decoder of 3 layers x 64 channels on the per-channel outer product of the
+           latents (d_z = 256, the paper's). Their code ran at about 65 molecules/s on one CPU thread.
+  cpu      experiments.molgen's default model (configs/molgen.py, preset cpu).
+
+Training: one jitted train step (forward, backward, Adam) on real featurised ZINC batches, median of --repeats.
+Sampling, model only: prior sample + decoder for --num_samples molecules in batches of --sample_batch (one
+compilation), median of --repeats. End to end: the same sampling, then RDKit decoding (corrected and uncorrected)
+and the #5 metrics without FCD (validity, uniqueness, novelty, QED, NSPDK against 1,000 test molecules), once.
+Without --workdir the parameters are freshly initialised (what is decoded then differs from a trained model's
+molecules, and so may RDKit's time); with it, the run's latest checkpoint (preset cpu only).
+
+--threads pins the process to that many CPUs before JAX starts (XLA sizes its thread pools by the CPUs it may use),
+so --threads=1 compares thread for thread with a single-threaded PyTorch run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _pin_threads() -> int:
+  """Apply --threads=K (read from argv before jax is imported); returns K or 0."""
+  for arg in sys.argv[1:]:
+    if arg.startswith("--threads="):
+      k = int(arg.split("=", 1)[1])
+      if k > 0:
+        cpus = sorted(os.sched_getaffinity(0))[:k]
+        os.sched_setaffinity(0, cpus)
+        os.environ.setdefault("OMP_NUM_THREADS", str(k))
+        return k
+  return 0
+
+
+_PINNED = _pin_threads()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from benchmarks import common
+from experiments import molgen
+from experiments.configs import molgen as molgen_config
+from mgvae_jax import mgn
+from mgvae_jax import training
+from mgvae_jax import vae
+from mgvae_jax.chem import metrics as chem_metrics
+from mgvae_jax.data import molecules
+from mgvae_jax.data import pipeline
+from mgvae_jax.training import sharding
+
+_THREADS = flags.DEFINE_integer("threads", 0, "CPUs to pin the process to (0: all); read before JAX starts.")
+_PRESETS = flags.DEFINE_list("presets", ["authors", "cpu"], "model sizes to time")
+_BATCHES = flags.DEFINE_list("batches", ["20", "64"], "training batch sizes")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 10_000, "molecules to sample")
+_SAMPLE_BATCH = flags.DEFINE_integer("sample_batch", 1000, "molecules per compiled sampling call")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions (median reported)")
+_E2E = flags.DEFINE_bool("end_to_end", True, "also time decoding + metrics (without FCD)")
+_WORKDIR = flags.DEFINE_string("workdir", None, "a molgen run whose checkpoint to sample from (preset cpu)")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/molgen.json", "where to write the JSON ('' = nowhere)")
+
+
+def model_config(preset: str) -> molgen_config.MolgenConfig:
+  base = molgen_config.get_config("zinc", "cpu")
+  if preset == "cpu":
+    return base
+  if preset != "authors":
+    raise ValueError(f"unknown preset {preset!r}; expected authors or cpu")
+  model = dataclasses.replace(
+      base.model,
+      mgn=mgn.MGNConfig(num_clusters=(2, 2), posterior="diagonal", local_decoder="none", encoder_order=1,
+                        encoder_features=256, encoder_layers=4, cluster_order=1, cluster_features=256,
+                        cluster_layers=2, pool_features=256, global_encoder_layers=0, latent_dim=256),
+      decoder_features=64, decoder_layers=3)
+  return dataclasses.replace(base, model=model, chemical_features=True)
+
+
+def peak_rss_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_peak_mb() -> float | None:
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  return None if peak is None else peak / 2**20
+
+
+def bench_training(config, model, data, batch_size: int) -> dict:
+  optimizer = molgen.make_optimizer(config)
+  batches = list(pipeline.batches(data, batch_size, seed=0, epoch=0))[:_REPEATS.value + 2]
+  mesh = sharding.data_mesh(jax.local_devices()[:1])
+  state = molgen.init_state(config, model, optimizer, mesh, batches[0][0])
+  step = training.make_train_step(model, optimizer, edge_pos_weight=vae.edge_pos_weight(data),
+                                  temperature_fn=molgen.temperature_fn(config), mesh=mesh)
+  put = lambda b: sharding.shard_batch(b, mesh)
+  t0 = time.perf_counter()
+  state, _ = step(state, *put(batches[0]))
+  jax.block_until_ready(state)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for i in range(_REPEATS.value):
+    b = put(batches[1 + i % (len(batches) - 1)])
+    t = time.perf_counter()
+    state, m = step(state, *b)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  med = statistics.median(times)
+  return {"batch": batch_size, "step_median_s": med, "molecules_per_s": batch_size / med,
+          "first_step_s (compile)": compile_s, "loss": float(m["loss"])}
+
+
+def bench_sampling(config, model, params, train_smiles, test_smiles, e2e: bool) -> dict:
+  n, sb = _NUM_SAMPLES.value, min(_SAMPLE_BATCH.value, _NUM_SAMPLES.value)
+  sampler = molgen.make_sampler(model, sb)
+  key = jax.random.PRNGKey(0)
+  jax.block_until_ready(sampler(params, key))  # compile
+  times = []
+  for r in range(_REPEATS.value):
+    t = time.perf_counter()
+    for i in range(-(-n // sb)):
+      jax.block_until_ready(sampler(params, jax.random.fold_in(key, 1000 * r + i)))
+    times.append(time.perf_counter() - t)
+  med = statistics.median(times)
+  out = {"num_samples": n, "sample_batch": sb, "sample_median_s": med, "samples_per_s (model only)": n / med}
+  if e2e:
+    t = time.perf_counter()
+    probs = molgen.sample_probabilities(model, params, n, sb, seed=0)
+    t_sample = time.perf_counter() - t
+    generated, raw, _ = molgen.decode_molecules(probs, config.featuriser(), config.edge_threshold)
+    t_decode = time.perf_counter() - t - t_sample
+    result = chem_metrics.generation_metrics(generated, train_smiles, test_smiles, num_samples=n, uncorrected=raw,
+                                             compute_fcd=False, compute_nspdk=True)
+    total = time.perf_counter() - t
+    out.update({"end_to_end_s": total, "e2e_sample_s": t_sample, "e2e_decode_s": t_decode,
+                "e2e_metrics_s": total - t_sample - t_decode, "validity": result["validity"],
+                "uniqueness": result["uniqueness"]})
+  return out
+
+
+def main(argv):
+  del argv
+  results = []
+  smiles = molecules.load_smiles("zinc", "train", num_train=1000, seed=0)
+  test = molecules.load_smiles("zinc", "test")[:1000]
+  for preset in _PRESETS.value:
+    config = model_config(preset)
+    feat = config.featuriser()
+    data, _ = feat.featurise_many(smiles)
+    model = vae.MGVAE(config.model)
+    row = {"preset": preset, "threads": _PINNED or len(os.sched_getaffinity(0)),
+           "params": None, "training": [], "sampling": None}
+    for b in _BATCHES.value:
+      row["training"].append(bench_training(config, model, data, int(b)))
+      print(f"{preset} train batch {b}: {row['training'][-1]['molecules_per_s']:.1f} mol/s", flush=True)
+    if _WORKDIR.value and preset == "cpu":
+      from experiments import sample  # pylint: disable=g-import-not-at-top
+      _, _, params, step = sample.load_run(_WORKDIR.value)
+      row["checkpoint_step"] = step
+    else:
+      example, _ = next(pipeline.batches(data, 1, seed=0))
+      params = training.create_train_state(model, molgen.make_optimizer(config), example, seed=0).params
+    row["params"] = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
+    row["sampling"] = bench_sampling(config, model, params, smiles, test, _E2E.value)
+    print(f"{preset} sampling: {row['sampling']['samples_per_s (model only)']:.0f} mol/s model only", flush=True)
+    row["peak_rss_mb"] = peak_rss_mb()
+    row["device_peak_mb"] = device_peak_mb()
+    results.append(row)
+  common.report("bench_molgen", results, _OUT.value)
+  print("\n| preset | threads | train mol/s (B=20) | train mol/s (B=64) | sample mol/s (model) | e2e 10k s | "
+        "peak RSS MB |")
+  print("|---|---|---|---|---|---|---|")
+  for r in results:
+    tr = {t["batch"]: t["molecules_per_s"] for t in r["training"]}
+    s = r["sampling"]
+    print(f"| {r['preset']} | {r['threads']} | {tr.get(20, float('nan')):.1f} | {tr.get(64, float('nan')):.1f} | "
+          f"{s['samples_per_s (model only)']:.0f} | {s.get('end_to_end_s', float('nan')):.1f} | "
+          f"{r['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,151 @@
+"""Config of `experiments.molgen`: all-at-once MGVAE molecule generation (paper section 5.1), as code.
+
+Presets (get_config(dataset, preset)):
+  cpu    the default: finishes train -> samples -> metrics -> pictures within 30 minutes on a 2-core CPU.
+  paper  section 5.1: L = 3 levels (K = 4, 2), second-order encoders and decoder, d_z = 256, learnable prior,
+         Adam 1e-3, 10,000 training molecules, 10,000 samples. Meant for a GPU.
+  test   a few dozen molecules and a few steps: for tests and smoke runs.
+
+Any field can then be overridden from the command line: `--set batch_size=64 --set model.mgn.latent_dim=32`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from mgvae_jax import mgn
+from mgvae_jax import vae
+from mgvae_jax.chem import featurise
+
+DATASETS = ("zinc", "qm9")
+PRESETS = ("cpu", "paper", "test")
+
+# beta on the KL terms. MGVAE's reconstruction terms are means (per node pair, per node) while each KL sums over all
+# N x d_z latent entries, so beta = 1 weighs the KL about N^2 / d_z times more than a summed ELBO would: on ZINC the
+# posterior then collapses within 100 steps (KL -> 0.2 nats, edge loss stuck at the marginal). 0.01 keeps it
+# informative (measured: see README, molgen).
+KL_WEIGHT = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class MolgenConfig:
+  """Everything `experiments.molgen.train_and_evaluate` reads."""
+  dataset: str = "zinc"  # zinc (ZINC250k) | qm9
+  preset: str = "cpu"  # recorded for the run's config.json; presets differ only in the values below
+  model: vae.MGVAEConfig = vae.MGVAEConfig()
+  # Data.
+  num_train: int = 10_000  # molecules drawn (seeded) from the dataset's train split; the paper uses 10,000
+  train_file: Optional[str] = None  # a SMILES file to train on instead of the dataset's split (one per line)
+  chemical_features: bool = True  # Table 2's 24 RDKit features as extra node inputs (the paper does this on ZINC)
+  charged_types: bool = True  # charged species (N+, O-, ...) are node types of their own (else such molecules skip)
+  # Optimisation.
+  batch_size: int = 32  # global batch; must divide by the number of devices
+  num_steps: int = 2500
+  learning_rate: float = 1e-3
+  grad_clip: float = 1.0  # global-norm clipping (0: none)
+  temperature_start: float = 1.0  # Gumbel-softmax temperature of the learned clustering, annealed exponentially
+  temperature_end: float = 0.3
+  temperature_decay_steps: int = 2000
+  seed: int = 0  # parameters, data order, the training subset and sampling all derive from it
+  max_nonfinite_in_a_row: int = 20  # stop after this many skipped (non-finite) steps in a row (0: never)
+  # Logging and checkpoints.
+  log_every: int = 50
+  checkpoint_every: int = 250
+  keep_checkpoints: int = 3
+  # Sampling and evaluation.
+  evaluate: bool = True  # False: train and checkpoint only (sample later with experiments.sample)
+  num_samples: int = 2000
+  sample_batch_size: int = 500  # one compiled shape for all sampling batches
+  edge_threshold: float = 0.5  # edges with probability above this are candidates for the valence-correcting decoder
+  num_test: int = 1000  # test molecules (seeded subset) that FCD and NSPDK compare against; 0: the whole test split
+  compute_fcd: bool = True
+  compute_nspdk: bool = True
+  grid_molecules: int = 24  # valid samples drawn in molecules.png
+  interpolation_steps: int = 7  # molecules in the interpolation strip (figure 7)
+  # Fault injection for the resume test: SIGKILL this process right after this step (0: off).
+  kill_at_step: int = 0
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+    positive = ("num_train", "batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                "num_samples", "sample_batch_size", "temperature_decay_steps")
+    for name in positive:
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("num_test", "max_nonfinite_in_a_row", "kill_at_step", "grid_molecules"):
+      if int(getattr(self, name)) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if self.interpolation_steps < 2:
+      raise ValueError(f"interpolation_steps must be >= 2, got {self.interpolation_steps}")
+    if not (self.learning_rate > 0 and self.temperature_start > 0 and self.temperature_end > 0):
+      raise ValueError("learning_rate, temperature_start and temperature_end must be positive")
+    if not 0.0 < self.edge_threshold < 1.0:
+      raise ValueError(f"edge_threshold must be in (0, 1), got {self.edge_threshold}")
+    feat = self.featuriser()
+    model = self.model
+    if model.max_nodes != feat.max_nodes:
+      raise ValueError(f"model.max_nodes={model.max_nodes} but {self.dataset} molecules are padded to "
+                       f"{feat.max_nodes} atoms")
+    if model.node_classes != feat.num_types or model.edge_classes != feat.num_edge_types:
+      raise ValueError(f"model has node_classes={model.node_classes}, edge_classes={model.edge_classes}; the "
+                       f"{self.dataset} vocabulary needs {feat.num_types} and {feat.num_edge_types}")
+    sizes = (model.max_nodes,) + tuple(model.mgn.num_clusters)
+    for level, (n, k) in enumerate(zip(sizes, sizes[1:])):
+      if k > n:
+        raise ValueError(f"model.mgn.num_clusters={tuple(model.mgn.num_clusters)}: level {level} has {n} nodes and "
+                         f"cannot be cut into {k} clusters (each level needs at most as many clusters as nodes)")
+
+  def featuriser(self) -> featurise.Featuriser:
+    return featurise.Featuriser(self.dataset, charged_types=self.charged_types,
+                                chemical_features=self.chemical_features)
+
+
+def _model(dataset: str, *, charged_types: bool = True, **kw) -> vae.MGVAEConfig:
+  """MGVAEConfig sized for a dataset's vocabulary and pad size; `mgn` / `vae` keyword groups override defaults."""
+  feat = featurise.Featuriser(dataset, charged_types=charged_types)
+  mgn_kw = dict(posterior="full", local_decoder="none", clustering="learned")
+  mgn_kw.update(kw.pop("mgn", {}))
+  return vae.MGVAEConfig(mgn=mgn.MGNConfig(**mgn_kw), max_nodes=feat.max_nodes, node_classes=feat.num_types,
+                         edge_classes=feat.num_edge_types, prior="learnable", matching="free",
+                         decoder="second_order", **kw)
+
+
+def get_config(dataset: str = "zinc", preset: str = "cpu") -> MolgenConfig:
+  """The named preset for `dataset`."""
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+  zinc = dataset == "zinc"
+  if preset == "paper":
+    # Section 5.1: L = 3 latent levels (the molecule, its 4 clusters, their 2 clusters: K = 2^(l-1) read as the
+    # clusters cut at level l = 3, 2, 1, the last cut being to the single top node), second-order local encoders
+    # with up to four layers, d_z = 256, learnable prior, Adam 1e-3, 10,000 molecules. Unstated there, chosen here:
+    # batch 20 (the authors' code), decoder 4 x 128, 100 epochs, 10,000 samples, and KL_WEIGHT (see there).
+    model = _model(dataset, mgn=dict(num_clusters=(4, 2, 1), latent_dim=256, encoder_features=256, encoder_layers=4,
+                                     cluster_features=128, cluster_layers=2, pool_features=256,
+                                     global_encoder_layers=2),
+                   decoder_features=128, decoder_layers=4, kl_weight=KL_WEIGHT)
+    return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=zinc, batch_size=20,
+                        num_steps=50_000, temperature_decay_steps=20_000, log_every=100, checkpoint_every=1000,
+                        num_samples=10_000, sample_batch_size=1000, num_test=0)
+  if preset == "cpu":
+    # About 0.4 s a step at batch 32 on 2 cores for ZINC (N = 38): 2,500 steps (8 epochs of 10,000) fit the
+    # 30-minute budget with sampling, metrics and pictures. Clusters hold at most 16 / 4 nodes (overflow counted).
+    steps = 2500 if zinc else 4000
+    model = _model(dataset, mgn=dict(num_clusters=(4, 2), capacity=(16, 4) if zinc else None, latent_dim=16,
+                                     encoder_features=32, encoder_layers=2, cluster_features=32, pool_features=32,
+                                     global_encoder_layers=1),
+                   decoder_features=32, decoder_layers=3, kl_weight=KL_WEIGHT)
+    return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=zinc, batch_size=32,
+                        num_steps=steps, temperature_decay_steps=int(0.8 * steps))
+  # test: seconds, not minutes.
+  model = _model(dataset, mgn=dict(num_clusters=(2, 1), latent_dim=4, encoder_features=8, encoder_layers=1,
+                                   cluster_features=8, cluster_layers=1, pool_features=8, global_encoder_layers=1),
+                 decoder_features=8, decoder_layers=1)
+  return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=False, num_train=48,
+                      batch_size=8, num_steps=6, temperature_decay_steps=6, log_every=1, checkpoint_every=2,
+                      num_samples=24, sample_batch_size=16, num_test=32, compute_fcd=False, grid_molecules=8,
+                      interpolation_steps=3)

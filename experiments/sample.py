@@ -1,0 +1,147 @@
+r"""Sample a trained molgen run: batched, jitted, one compilation for all batches.
+
+  python -m experiments.sample --workdir=runs/molgen_zinc --num_samples=10000 [--level=0] [--seed=1]
+
+Reads the run's config.json and latest checkpoint. Level 0 (the finest, the molecule) writes
+`<workdir>/samples/step<S>_n<num>_seed<seed>.smi` (one SMILES per line, `None` for a failed decode), the uncorrected
+decodes beside it and the #5 metrics as `.metrics.json`. A coarser level l >= 1 (the coarsened graphs of K_l nodes;
+the library's 0 = finest numbering) has no molecules to decode: it writes the sampled weighted adjacencies as
+`.npz` with summary statistics in `.metrics.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from experiments import molgen
+from experiments.configs import molgen as molgen_config
+from experiments.configs import overrides
+from mgvae_jax import vae
+from mgvae_jax import training
+from mgvae_jax.chem import metrics as chem_metrics
+from mgvae_jax.training import progress
+
+
+def load_config(workdir: str) -> molgen_config.MolgenConfig:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{workdir} has no config.json: is it a workdir of experiments.molgen?")
+  try:
+    return overrides.from_dict(molgen_config.MolgenConfig, json.load(open(path)))
+  except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    raise ValueError(f"{path} is not a readable molgen config: {exc}") from exc
+
+
+def check_level(config: molgen_config.MolgenConfig, level: int) -> None:
+  levels = config.model.num_latent_levels
+  if not 0 <= level < levels:
+    raise ValueError(f"level must be in [0, {levels}) for this model (0 = the molecule; {levels} latent levels of "
+                     f"{config.model.level_sizes()} nodes), got {level}")
+
+
+def load_run(workdir: str) -> tuple[molgen_config.MolgenConfig, vae.MGVAE, dict, int]:
+  """(config, model, params, step) of a molgen workdir's latest checkpoint."""
+  config = load_config(workdir)
+  model = vae.MGVAE(config.model)
+  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    if manager.latest_step() is None:
+      raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint: train first (python -m experiments.molgen)")
+    feat = config.featuriser()
+    n = config.model.max_nodes
+    example = molgen.graphs.GraphBatch(np.zeros((1, n, feat.num_node_features), np.float32),
+                                       np.zeros((1, n, n, feat.num_edge_types), np.float32), np.ones((1, n), bool))
+    state = training.create_train_state(model, molgen.make_optimizer(config), example, seed=config.seed)
+    state, restored = training.restore_or_init(manager, state)
+    if not restored:
+      raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint could be restored")
+  finally:
+    manager.close()
+  return config, model, state.params, int(state.step)
+
+
+def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_size: Optional[int] = None,
+        out_dir: Optional[str] = None, compute_fcd: Optional[bool] = None, stream: Optional[TextIO] = None) -> dict:
+  """Sample `num_samples` graphs at `level` from the run in `workdir`; write the files and return the metrics."""
+  if num_samples < 1:
+    raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+  check_level(load_config(workdir), level)
+  config, model, params, step = load_run(workdir)
+  out_dir = out_dir or os.path.join(workdir, "samples")
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, f"step{step}_n{num_samples}_seed{seed}" + (f"_level{level}" if level else ""))
+  out = stream or sys.stdout
+  batch_size = batch_size or config.sample_batch_size
+  feat = config.featuriser()
+  data = molgen.load_data(config, feat)  # the run's training set: its edge_pos_weight, novelty, the test subset
+  pos_weight = vae.edge_pos_weight(data.train)
+  t0 = time.perf_counter()
+  probs = molgen.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight)
+  t_sample = time.perf_counter() - t0
+  result = {"workdir": workdir, "step": step, "level": level, "num_samples": num_samples, "seed": seed}
+  if level > 0:
+    adj = probs["adjacency"]  # [S, K, K]
+    np.savez_compressed(f"{stem}.npz", adjacency=adj)
+    result.update(nodes=int(adj.shape[1]), mean_weight=float(adj.mean()),
+                  mean_offdiagonal=float((adj.sum((1, 2)) - np.trace(adj, axis1=1, axis2=2)).mean()))
+  else:
+    generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold)
+    molgen.write_smiles(generated, f"{stem}.smi")
+    molgen.write_smiles(uncorrected, f"{stem}.uncorrected.smi")
+    result.update(chem_metrics.generation_metrics(
+        generated, data.train_smiles, data.test_smiles, num_samples=num_samples, uncorrected=uncorrected,
+        compute_fcd=config.compute_fcd if compute_fcd is None else compute_fcd,
+        compute_nspdk=config.compute_nspdk))
+    result["decode_failures"] = failures
+  result["seconds"] = {"sample": t_sample, "total": time.perf_counter() - t0}
+  result = progress.to_json(result)
+  with open(f"{stem}.metrics.json", "w") as f:
+    json.dump(result, f, indent=2, allow_nan=False)
+  print(f"wrote {stem}.* ({num_samples} samples at level {level}, {num_samples / t_sample:.0f} samples/s "
+        "model only)", file=out, flush=True)
+  return result
+
+
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  if flags.FLAGS.num_samples < 1:
+    raise app.UsageError(f"--num_samples must be >= 1, got {flags.FLAGS.num_samples}")
+  if flags.FLAGS.batch_size is not None and flags.FLAGS.batch_size < 1:
+    raise app.UsageError(f"--batch_size must be >= 1, got {flags.FLAGS.batch_size}")
+  try:
+    check_level(load_config(flags.FLAGS.workdir), flags.FLAGS.level)
+  except (ValueError, FileNotFoundError) as exc:
+    raise app.UsageError(str(exc)) from exc
+  f = flags.FLAGS
+  run(f.workdir, f.num_samples, f.level, f.seed, f.batch_size, f.out_dir, False if f.no_fcd else None)
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so importing this module (tests, the
+  benchmark, other binaries) defines none."""
+  flags.DEFINE_string("workdir", None, "A workdir of experiments.molgen.", required=True)
+  flags.DEFINE_integer("num_samples", 10_000, "How many graphs to sample.")
+  flags.DEFINE_integer("level", 0, "Prior level to sample from: 0 = the molecule (finest), 1.. coarser.")
+  flags.DEFINE_integer("seed", 1, "Sampling seed.")
+  flags.DEFINE_integer("batch_size", None, "Samples per compiled batch; default the run's sample_batch_size.")
+  flags.DEFINE_string("out_dir", None, "Where to write; default <workdir>/samples.")
+  flags.DEFINE_bool("no_fcd", False, "Skip FCD.")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,264 @@
+"""experiments.molgen / experiments.sample: end to end on the tiny config, kill-and-resume, sharding, bad flags.
+
+Runs that must be separate processes (a real SIGKILL, a 4-device CPU platform, two jax.distributed processes) are
+subprocesses; everything else runs in-process. The data come from MGVAE_DATA_DIR (CI points it at shared/data).
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments import molgen
+from experiments import sample
+from experiments.configs import molgen as molgen_config
+from experiments.configs import overrides
+from mgvae_jax.data import molecules
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARTEFACTS = ("config.json", "metrics.jsonl", "metrics.json", "samples.smi", "samples_uncorrected.smi",
+             "molecules.png", "interpolation.png", "loss_curve.png")
+
+
+def _have_qm9():
+  try:
+    molecules.load_smiles("qm9", "test", download=False)
+    return True
+  except (FileNotFoundError, OSError, ValueError):
+    return False
+
+
+needs_qm9 = pytest.mark.skipif(not _have_qm9(), reason="QM9 files not in MGVAE_DATA_DIR (CI provides them)")
+
+
+def _env(**extra):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env.pop("XLA_FLAGS", None)
+  env.update(extra)
+  return env
+
+
+def _molgen(args, timeout=300, **env):
+  return subprocess.run([sys.executable, "-m", "experiments.molgen", *args], cwd=ROOT, env=_env(**env),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _restore_raw(workdir, step):
+  """The raw saved state tree (numpy) of one checkpoint step."""
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(path)
+
+
+def _flat(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+# --- Config. -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", molgen_config.DATASETS)
+@pytest.mark.parametrize("preset", molgen_config.PRESETS)
+def test_presets_are_valid(dataset, preset):
+  config = molgen_config.get_config(dataset, preset)
+  assert config.dataset == dataset and config.preset == preset
+  assert config.model.max_nodes == config.featuriser().max_nodes
+  # config.json round trip, as experiments.sample reads it.
+  again = overrides.from_dict(molgen_config.MolgenConfig, json.loads(json.dumps(overrides.to_dict(config))))
+  assert again == config
+
+
+def test_paper_preset_follows_section_5_1():
+  config = molgen_config.get_config("zinc", "paper")
+  m = config.model
+  assert (m.mgn.encoder_order, m.decoder, m.prior, m.mgn.posterior) == (2, "second_order", "learnable", "full")
+  assert m.num_latent_levels == 3 and m.mgn.latent_dim == 256
+  assert (config.learning_rate, config.num_train) == (1e-3, 10_000) and config.num_samples >= 5000
+
+
+def test_overrides_typed_and_checked():
+  config = molgen_config.get_config("qm9", "test")
+  new = overrides.apply(config, ["batch_size=16", "model.mgn.latent_dim=6", "learning_rate=0.01",
+                                 "model.kl_weight=(1.0, 0.5)", "train_file=None"])
+  assert (new.batch_size, new.model.mgn.latent_dim, new.learning_rate) == (16, 6, 0.01)
+  assert new.model.kl_weight == (1.0, 0.5)
+  with pytest.raises(ValueError, match="unknown field 'batchsize'"):
+    overrides.apply(config, ["batchsize=3"])
+  with pytest.raises(ValueError, match="expected a value like 8"):
+    overrides.apply(config, ["batch_size=abc"])
+  with pytest.raises(ValueError, match="is a section"):
+    overrides.apply(config, ["model=3"])
+  with pytest.raises(ValueError, match="path=value"):
+    overrides.apply(config, ["batch_size"])
+
+
+def test_config_rejects_impossible_settings():
+  config = molgen_config.get_config("qm9", "test")
+  with pytest.raises(ValueError, match="cannot be cut into 12 clusters"):
+    overrides.apply(config, ["model.mgn.num_clusters=(12, 1)"])
+  with pytest.raises(ValueError, match="cannot be cut into 3 clusters"):
+    overrides.apply(config, ["model.mgn.num_clusters=(2, 3)"])
+  with pytest.raises(ValueError, match="unknown dataset"):
+    molgen_config.get_config("pubchem", "cpu")
+  with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    overrides.apply(config, ["batch_size=0"])
+  with pytest.raises(ValueError, match="padded to 38"):
+    dataclasses.replace(config, dataset="zinc")  # a qm9-sized model for zinc molecules
+
+
+def test_bad_flags_give_clear_errors():
+  """Unknown dataset, impossible level counts, a batch that does not divide over the devices: message, exit != 0."""
+  out = _molgen(["--dataset=pubchem"], timeout=120)
+  assert out.returncode != 0 and "pubchem" in out.stderr and "zinc" in out.stderr
+  out = _molgen(["--dataset=qm9", "--preset=test", "--set", "model.mgn.num_clusters=(20,1)"], timeout=120)
+  assert out.returncode != 0 and "cannot be cut into 20 clusters" in out.stderr
+  assert "Traceback" not in out.stderr
+  out = _molgen(["--dataset=qm9", "--preset=test", "--set", "batch_size=6"], timeout=120,
+                XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  assert out.returncode != 0 and "does not divide over the 4 devices" in out.stderr
+  assert "Traceback" not in out.stderr
+
+
+# --- End to end. ---------------------------------------------------------------------------------------------------
+
+
+@needs_qm9
+def test_end_to_end_trains_resumes_samples_and_writes_every_artefact(tmp_path):
+  workdir = str(tmp_path / "run")
+  config = molgen_config.get_config("qm9", "test")
+  report = molgen.train_and_evaluate(config, workdir)
+  for name in ARTEFACTS:
+    path = os.path.join(workdir, name)
+    assert os.path.isfile(path) and os.path.getsize(path) > 0, name
+  lines = open(os.path.join(workdir, "samples.smi")).read().splitlines()
+  assert len(lines) == config.num_samples
+  assert report["num_samples"] == config.num_samples and 0.0 <= report["validity"] <= 1.0
+  assert report["training"]["resumed_from"] is None and report["training"]["nonfinite_steps_total"] == 0
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  train_records = [r for r in records if "loss" in r]
+  assert [r["step"] for r in train_records] == list(range(1, config.num_steps + 1))
+  assert all("steps_per_second" in r for r in train_records)
+  assert records[-1]["phase"] == "eval"
+  steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert steps[-1] == config.num_steps and len(steps) <= config.keep_checkpoints
+  png = open(os.path.join(workdir, "molecules.png"), "rb").read(8)
+  assert png == b"\x89PNG\r\n\x1a\n"
+
+  # Same workdir, longer run: resumes from the last checkpoint instead of starting over.
+  longer = dataclasses.replace(config, num_steps=config.num_steps + 2)
+  report = molgen.train_and_evaluate(longer, workdir)
+  assert report["training"]["resumed_from"] == config.num_steps
+
+  # The sampling binary on that run: the molecule level and a coarse level.
+  result = sample.run(workdir, num_samples=10, level=0, seed=3, batch_size=4, compute_fcd=False)
+  assert result["step"] == longer.num_steps and result["num_samples"] == 10
+  smi = os.path.join(workdir, "samples", f"step{longer.num_steps}_n10_seed3.smi")
+  assert len(open(smi).read().splitlines()) == 10
+  coarse = sample.run(workdir, num_samples=5, level=1, seed=3)
+  assert coarse["nodes"] == longer.model.mgn.num_clusters[0]
+  with pytest.raises(ValueError, match="level must be in"):
+    sample.run(workdir, num_samples=5, level=7)
+
+
+@needs_qm9
+def test_kill_and_resume_is_bit_exact(tmp_path):
+  """A run SIGKILLed mid-training and started again ends with exactly the params of an uninterrupted run."""
+  common = ["--dataset=qm9", "--preset=test", "--set", "num_steps=9", "--set", "checkpoint_every=2",
+            "--set", "evaluate=False"]
+  straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+  out = _molgen(common + [f"--workdir={straight}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  out = _molgen(common + [f"--workdir={killed}", "--set", "kill_at_step=5"])
+  assert out.returncode == -signal.SIGKILL, (out.returncode, out.stderr[-3000:])
+  assert not os.path.isdir(os.path.join(killed, "checkpoints", "9"))
+  out = _molgen(common + [f"--workdir={killed}"])
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "resumed from step" in out.stdout
+  a, b = _flat(_restore_raw(straight, 9)), _flat(_restore_raw(killed, 9))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+# --- Scale-out. ----------------------------------------------------------------------------------------------------
+
+_SHARDING_PROGRAM = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from experiments import molgen
+    from experiments.configs import molgen as molgen_config
+    from mgvae_jax import graphs, training, vae
+    from mgvae_jax.data import pipeline
+    from mgvae_jax.training import sharding
+    assert jax.device_count() == 4, jax.devices()
+    config = molgen_config.get_config("qm9", "test")
+    rng = np.random.default_rng(0)
+    n, t = config.model.max_nodes, config.model.node_classes
+    nodes = np.zeros((16, n, t), np.float32); edges = np.zeros((16, n, n, 3), np.float32)
+    for g in range(16):
+      k = int(rng.integers(3, n + 1)); nodes[g, np.arange(k), rng.integers(0, t - 1, k)] = 1; nodes[g, k:, t - 1] = 1
+      for i in range(1, k):
+        j = int(rng.integers(0, i)); edges[g, i, j, 0] = edges[g, j, i, 0] = 1
+    data = graphs.GraphBatch(nodes, edges, np.ones((16, n), bool))
+    model = vae.MGVAE(config.model)
+    opt = molgen.make_optimizer(config)
+    batches = list(pipeline.batches(data, 8, seed=0, epoch=0))
+    out = {}
+    for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
+      mesh = sharding.data_mesh(devices)
+      state = molgen.init_state(config, model, opt, mesh, batches[0][0])
+      step = training.make_train_step(model, opt, edge_pos_weight=3.0, mesh=mesh)
+      for batch, gm in batches:
+        state, metrics = step(state, *sharding.shard_batch((batch, gm), mesh))
+      if name == "four":
+        assert len(state.params["graph_decoder"]["pair_head"]["kernel"].sharding.device_set) == 4
+      out[name] = (sharding.local_copy(state.params), float(metrics["loss"]))
+    leaves = lambda t: jax.tree_util.tree_leaves(t)
+    for a, b in zip(leaves(out["one"][0]), leaves(out["four"][0])):
+      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(out["one"][1], out["four"][1], rtol=1e-5)
+    print("equal", out["one"][1], out["four"][1])
+""")
+
+
+def test_four_device_step_equals_single_device_step():
+  out = subprocess.run([sys.executable, "-c", _SHARDING_PROGRAM], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+  assert out.returncode == 0 and "equal" in out.stdout, out.stderr[-4000:]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@needs_qm9
+def test_two_process_jax_distributed_run(tmp_path):
+  """Two processes on 127.0.0.1 (one CPU device each) train a data-parallel step together and checkpoint it."""
+  workdir = str(tmp_path / "dist")
+  port = _free_port()
+  args = ["--dataset=qm9", "--preset=test", f"--workdir={workdir}", "--set", "num_steps=2", "--set",
+          "evaluate=False", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen([sys.executable, "-m", "experiments.molgen", *args, f"--process_id={i}"], cwd=ROOT,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=300))
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (stdout, stderr) in zip(procs, outs):
+    assert p.returncode == 0, stderr[-4000:]
+  assert "on 2 device(s)" in outs[0][0]
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
