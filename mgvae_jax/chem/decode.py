@@ -112,21 +112,31 @@ def _finish(mol: Chem.RWMol, fragments: int) -> DecodeResult:
   return DecodeResult(smiles=smiles, valid=True, reason="", num_atoms=mol.GetNumAtoms(), num_fragments=fragments)
 
 
-def _components(num_atoms: int, bonds: list[tuple[int, int, int]]) -> list[list[int]]:
-  """Connected components of atoms 0..num_atoms-1, each sorted, in order of their smallest atom."""
-  parent = list(range(num_atoms))
+class _UnionFind:
+  """Disjoint sets of atoms 0..n-1 joined by bonds (path halving)."""
 
-  def root(a):
+  def __init__(self, n: int, bonds: list[tuple[int, int, int]] = ()):
+    self.parent = list(range(n))
+    for a, b, _ in bonds:
+      self.join(a, b)
+
+  def root(self, a: int) -> int:
+    parent = self.parent
     while parent[a] != a:
       parent[a] = parent[parent[a]]
       a = parent[a]
     return a
 
-  for a, b, _ in bonds:
-    parent[root(a)] = root(b)
+  def join(self, a: int, b: int) -> None:
+    self.parent[self.root(a)] = self.root(b)
+
+
+def _components(num_atoms: int, bonds: list[tuple[int, int, int]]) -> list[list[int]]:
+  """Connected components of atoms 0..num_atoms-1, each sorted, in order of their smallest atom."""
+  sets = _UnionFind(num_atoms, bonds)
   groups = {}
   for a in range(num_atoms):
-    groups.setdefault(root(a), []).append(a)
+    groups.setdefault(sets.root(a), []).append(a)
   return sorted(groups.values(), key=lambda g: g[0])
 
 
@@ -232,31 +242,21 @@ def decode_corrected(node_probs, edge_probs, edge_type_probs, featuriser: featur
 def _connect(slots: np.ndarray, sub_p: np.ndarray, q: np.ndarray, free: list, bonds: list) -> None:
   """Join fragments through the most probable pairs across them (in place on `free` and `bonds`)."""
   n = slots.size
-  parent = list(range(n))
-
-  def find(a):
-    while parent[a] != a:
-      parent[a] = parent[parent[a]]
-      a = parent[a]
-    return a
-
-  for a, b, _ in bonds:
-    parent[find(a)] = find(b)
+  sets = _UnionFind(n, bonds)
   rows, cols = np.triu_indices(n, k=1)
   order = np.argsort(-sub_p[rows, cols], kind="stable")
-  joins = len({find(a) for a in range(n)}) - 1
+  joins = len({sets.root(a) for a in range(n)}) - 1
   for a, b in zip(rows[order], cols[order]):
     if joins == 0:
       break
     a, b = int(a), int(b)
-    ra, rb = find(a), find(b)
-    if ra == rb or free[a] < 1 or free[b] < 1:
+    if sets.root(a) == sets.root(b) or free[a] < 1 or free[b] < 1:
       continue
     fit = min(int(q[slots[a], slots[b]].argmax()) + 1, free[a], free[b])
     bonds.append((a, b, fit))
     free[a] -= fit
     free[b] -= fit
-    parent[ra] = rb
+    sets.join(a, b)
     joins -= 1
 
 
