@@ -117,8 +117,9 @@ def _write_config(config: MolgenConfig, workdir: str) -> None:
       old = json.load(open(path))
     except (OSError, json.JSONDecodeError):
       old = None
-    if old is not None and old != json.loads(json.dumps(new)):
-      changed = sorted(k for k in set(old) | set(new) if old.get(k) != json.loads(json.dumps(new)).get(k))
+    as_read = json.loads(json.dumps(new))  # tuples as lists, as the file holds them
+    if old is not None and old != as_read:
+      changed = sorted(k for k in set(old) | set(as_read) if old.get(k) != as_read.get(k))
       logging.warning("workdir %s was used with another config; fields now different: %s", workdir, changed)
   if jax.process_index() == 0:
     tmp = f"{path}.tmp"

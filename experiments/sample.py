@@ -25,6 +25,7 @@ import numpy as np
 from experiments import molgen
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
+from mgvae_jax import graphs
 from mgvae_jax import vae
 from mgvae_jax import training
 from mgvae_jax.chem import metrics as chem_metrics
@@ -48,9 +49,10 @@ def check_level(config: molgen_config.MolgenConfig, level: int) -> None:
                      f"{config.model.level_sizes()} nodes), got {level}")
 
 
-def load_run(workdir: str) -> tuple[molgen_config.MolgenConfig, vae.MGVAE, dict, int]:
-  """(config, model, params, step) of a molgen workdir's latest checkpoint."""
-  config = load_config(workdir)
+def load_run(workdir: str, config: Optional[molgen_config.MolgenConfig] = None
+             ) -> tuple[molgen_config.MolgenConfig, vae.MGVAE, dict, int]:
+  """(config, model, params, step) of a molgen workdir's latest checkpoint (`config`: its already-read config)."""
+  config = config or load_config(workdir)
   model = vae.MGVAE(config.model)
   manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
@@ -58,8 +60,8 @@ def load_run(workdir: str) -> tuple[molgen_config.MolgenConfig, vae.MGVAE, dict,
       raise FileNotFoundError(f"{workdir}/checkpoints has no checkpoint: train first (python -m experiments.molgen)")
     feat = config.featuriser()
     n = config.model.max_nodes
-    example = molgen.graphs.GraphBatch(np.zeros((1, n, feat.num_node_features), np.float32),
-                                       np.zeros((1, n, n, feat.num_edge_types), np.float32), np.ones((1, n), bool))
+    example = graphs.GraphBatch(np.zeros((1, n, feat.num_node_features), np.float32),
+                                np.zeros((1, n, n, feat.num_edge_types), np.float32), np.ones((1, n), bool))
     state = training.create_train_state(model, molgen.make_optimizer(config), example, seed=config.seed)
     state, restored = training.restore_or_init(manager, state)
     if not restored:
@@ -74,18 +76,21 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
   """Sample `num_samples` graphs at `level` from the run in `workdir`; write the files and return the metrics."""
   if num_samples < 1:
     raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-  check_level(load_config(workdir), level)
-  config, model, params, step = load_run(workdir)
+  config = load_config(workdir)
+  check_level(config, level)
+  config, model, params, step = load_run(workdir, config)
   out_dir = out_dir or os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f"step{step}_n{num_samples}_seed{seed}" + (f"_level{level}" if level else ""))
   out = stream or sys.stdout
   batch_size = batch_size or config.sample_batch_size
   feat = config.featuriser()
-  data = molgen.load_data(config, feat)  # the run's training set: its edge_pos_weight, novelty, the test subset
-  pos_weight = vae.edge_pos_weight(data.train)
+  data = pos_weight = None
+  if level == 0:  # molecules: the run's training set gives edge_pos_weight, novelty and the test subset
+    data = molgen.load_data(config, feat)
+    pos_weight = vae.edge_pos_weight(data.train)
   t0 = time.perf_counter()
-  probs = molgen.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight)
+  probs = molgen.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight or 1.0)
   t_sample = time.perf_counter() - t0
   result = {"workdir": workdir, "step": step, "level": level, "num_samples": num_samples, "seed": seed}
   if level > 0:

@@ -42,24 +42,18 @@ def _loop_cholesky(a: Array) -> Array:
   return jax.lax.fori_loop(0, n, body, jnp.zeros_like(a))
 
 
-def _loop_solve_lower(lower: Array, b: Array) -> Array:
-  """X with L X = B by forward substitution.  lower [..., n, n], b [..., n, m] -> [..., n, m]."""
+def _loop_solve(lower: Array, b: Array, transpose: bool) -> Array:
+  """X with L X = B (forward substitution) or L^T X = B (back substitution).
+
+  lower [..., n, n], b [..., n, m] -> [..., n, m]. Rows of x not yet solved are zero, so row i of op(L) times x sums
+  over the solved rows only.
+  """
   n = lower.shape[-1]
 
-  def body(i, x):  # rows >= i of x still zero
-    r = b[..., i, :] - jnp.einsum("...k,...km->...m", lower[..., i, :], x)
-    return x.at[..., i, :].set(r / lower[..., i, i][..., None])
-
-  return jax.lax.fori_loop(0, n, body, jnp.zeros_like(b))
-
-
-def _loop_solve_lower_t(lower: Array, b: Array) -> Array:
-  """X with L^T X = B by back substitution.  lower [..., n, n], b [..., n, m] -> [..., n, m]."""
-  n = lower.shape[-1]
-
-  def body(k, x):  # rows <= i of x still zero
-    i = n - 1 - k
-    r = b[..., i, :] - jnp.einsum("...k,...km->...m", lower[..., :, i], x)
+  def body(k, x):
+    i = n - 1 - k if transpose else k
+    row = lower[..., :, i] if transpose else lower[..., i, :]  # row i of L^T or of L
+    r = b[..., i, :] - jnp.einsum("...k,...km->...m", row, x)
     return x.at[..., i, :].set(r / lower[..., i, i][..., None])
 
   return jax.lax.fori_loop(0, n, body, jnp.zeros_like(b))
@@ -71,7 +65,7 @@ def _factor(a: Array) -> Array:
 
 
 def _solve(lower: Array, b: Array, transpose: bool) -> Array:
-  loop = _loop_solve_lower_t if transpose else _loop_solve_lower
+  loop = lambda l, x: _loop_solve(l, x, transpose)
   native = lambda l, x: jax.lax.linalg.triangular_solve(l, x, left_side=True, lower=True, transpose_a=transpose)
   return jax.lax.platform_dependent(lower, b, cpu=loop, default=native)
 

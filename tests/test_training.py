@@ -185,8 +185,8 @@ def test_keep_last_k_and_save_interval(setup, tmp_path):
   state = setup["state"]
   with training.CheckpointManager(str(tmp_path), max_to_keep=2) as manager:
     for i in range(1, 6):
-      assert checkpoint.save(manager, _numbered(state, i))
-    checkpoint.wait(manager)
+      assert manager.save(_numbered(state, i))
+    manager.wait()
     assert manager.all_steps() == [4, 5]
     assert sorted(d for d in os.listdir(tmp_path) if d.isdigit()) == ["4", "5"]
     restored, ok = training.restore_or_init(manager, state)
@@ -194,13 +194,13 @@ def test_keep_last_k_and_save_interval(setup, tmp_path):
   assert _leaves_equal(restored.params, _numbered(state, 5).params)
 
   with training.CheckpointManager(str(tmp_path / "interval"), save_interval_steps=3) as manager:
-    saved = [checkpoint.save(manager, _numbered(state, i)) for i in range(1, 6)]
-    assert checkpoint.save(manager, _numbered(state, 5), force=True)  # e.g. the final step
-    assert not checkpoint.save(manager, _numbered(state, 5), force=True)  # already saved: no error
-    checkpoint.wait(manager)
+    saved = [manager.save(_numbered(state, i)) for i in range(1, 6)]
+    assert manager.save(_numbered(state, 5), force=True)  # e.g. the final step
+    assert not manager.save(_numbered(state, 5), force=True)  # already saved: no error
+    manager.wait()
     # orbax always takes the first save of an empty directory, then every 3rd step.
     assert saved == [True, False, True, False, False]
-    assert checkpoint.latest_step(manager) == 5 and manager.all_steps() == [1, 3, 5]
+    assert manager.latest_step() == 5 and manager.all_steps() == [1, 3, 5]
 
 
 def test_unfinished_save_does_not_break_restore(setup, tmp_path):
@@ -211,8 +211,8 @@ def test_unfinished_save_does_not_break_restore(setup, tmp_path):
   """
   state = setup["state"]
   with training.CheckpointManager(str(tmp_path), max_to_keep=5) as manager:
-    checkpoint.save(manager, _numbered(state, 1))
-    checkpoint.save(manager, _numbered(state, 2))
+    manager.save(_numbered(state, 1))
+    manager.save(_numbered(state, 2))
     manager.wait()
   partial = tmp_path / "3.orbax-checkpoint-tmp-1700000000000000"
   (partial / "state").mkdir(parents=True)
@@ -231,7 +231,7 @@ def test_unfinished_save_does_not_break_restore(setup, tmp_path):
     # Set aside, so the resumed run's next save is not refused as older than the broken step 4.
     assert manager.all_steps() == [1, 2]
     assert any(d.startswith("4.unrestorable-") for d in os.listdir(tmp_path))
-    assert checkpoint.save(manager, _numbered(state, 3))
+    assert manager.save(_numbered(state, 3))
     manager.wait()
     assert manager.latest_step() == 3
 

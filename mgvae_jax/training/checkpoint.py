@@ -117,23 +117,6 @@ def restore_or_init(manager: CheckpointManager, init_state: State) -> tuple[Stat
   return init_state, False
 
 
-def save(manager: CheckpointManager, state, force: bool = False) -> bool:
-  """`manager.save(state, force)`: saves if state.step is on the save interval (or forced); True if it saved."""
-  return manager.save(state, force=force)
-
-
-def latest_step(manager: CheckpointManager) -> Optional[int]:
-  return manager.latest_step()
-
-
-def wait(manager: CheckpointManager) -> None:
-  manager.wait()
-
-
-def close(manager: CheckpointManager) -> None:
-  manager.close()
-
-
 def data_position(step: int, steps_per_epoch: int) -> tuple[int, int]:
   """(epoch, batch index within it) of the batch that step number `step` (0-based, = state.step) consumes.
 

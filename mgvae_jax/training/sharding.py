@@ -65,7 +65,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
+  """Leading (graph) axis split over the mesh's first axis ("data" for data_mesh)."""
+  return NamedSharding(mesh, P(mesh.axis_names[0]))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -16,13 +16,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 
 from mgvae_jax import graphs
 from mgvae_jax import vae
+from mgvae_jax.training import sharding
 
 Array = jnp.ndarray
 StepFn = Callable[["TrainState", graphs.GraphBatch, Array], tuple["TrainState", dict[str, Array]]]
@@ -108,7 +107,7 @@ def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *
   if mesh is None:
     jit = jax.jit
   else:
-    rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(mesh.axis_names[0]))
+    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
     jit = functools.partial(jax.jit, in_shardings=(rep, data, data), out_shardings=(rep, rep))
 
   @jit
