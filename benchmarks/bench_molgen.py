@@ -55,6 +55,7 @@ import numpy as np
 
 from benchmarks import common
 from experiments import molgen
+from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from mgvae_jax import mgn
 from mgvae_jax import training
@@ -101,12 +102,12 @@ def device_peak_mb() -> float | None:
 
 
 def bench_training(config, model, data, batch_size: int) -> dict:
-  optimizer = molgen.make_optimizer(config)
+  optimizer = trainer.make_optimizer(config)
   batches = list(pipeline.batches(data, batch_size, seed=0, epoch=0))[:_REPEATS.value + 2]
   mesh = sharding.data_mesh(jax.local_devices()[:1])
-  state = molgen.init_state(config, model, optimizer, mesh, batches[0][0])
+  state = trainer.init_state(config, model, optimizer, mesh, batches[0][0])
   step = training.make_train_step(model, optimizer, edge_pos_weight=vae.edge_pos_weight(data),
-                                  temperature_fn=molgen.temperature_fn(config), mesh=mesh)
+                                  temperature_fn=trainer.temperature_fn(config), mesh=mesh)
   put = lambda b: sharding.shard_batch(b, mesh)
   t0 = time.perf_counter()
   state, _ = step(state, *put(batches[0]))
@@ -126,7 +127,7 @@ def bench_training(config, model, data, batch_size: int) -> dict:
 
 def bench_sampling(config, model, params, train_smiles, test_smiles, e2e: bool) -> dict:
   n, sb = _NUM_SAMPLES.value, min(_SAMPLE_BATCH.value, _NUM_SAMPLES.value)
-  sampler = molgen.make_sampler(model, sb)
+  sampler = trainer.make_sampler(model, sb)
   key = jax.random.PRNGKey(0)
   jax.block_until_ready(sampler(params, key))  # compile
   times = []
@@ -139,7 +140,7 @@ def bench_sampling(config, model, params, train_smiles, test_smiles, e2e: bool) 
   out = {"num_samples": n, "sample_batch": sb, "sample_median_s": med, "samples_per_s (model only)": n / med}
   if e2e:
     t = time.perf_counter()
-    probs = molgen.sample_probabilities(model, params, n, sb, seed=0)
+    probs = trainer.sample_probabilities(model, params, n, sb, seed=0)
     t_sample = time.perf_counter() - t
     generated, raw, _ = molgen.decode_molecules(probs, config.featuriser(), config.edge_threshold)
     t_decode = time.perf_counter() - t - t_sample
@@ -173,7 +174,7 @@ def main(argv):
       row["checkpoint_step"] = step
     else:
       example, _ = next(pipeline.batches(data, 1, seed=0))
-      params = training.create_train_state(model, molgen.make_optimizer(config), example, seed=0).params
+      params = training.create_train_state(model, trainer.make_optimizer(config), example, seed=0).params
     row["params"] = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
     row["sampling"] = bench_sampling(config, model, params, smiles, test, _E2E.value)
     print(f"{preset} sampling: {row['sampling']['samples_per_s (model only)']:.0f} mol/s model only", flush=True)

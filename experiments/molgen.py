@@ -16,13 +16,10 @@ over every device (jax.sharding); multi-host runs pass --coordinator_address, --
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
-import signal
 import sys
 import time
-from typing import Any, Optional, Sequence, TextIO
+from typing import Optional, Sequence, TextIO
 
 from absl import app
 from absl import flags
@@ -30,25 +27,21 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments import plots
+from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
-from mgvae_jax import clustering
 from mgvae_jax import graphs
 from mgvae_jax import vae
-from mgvae_jax import training
 from mgvae_jax.chem import decode
 from mgvae_jax.chem import draw
 from mgvae_jax.chem import featurise
 from mgvae_jax.chem import metrics as chem_metrics
 from mgvae_jax.data import molecules
-from mgvae_jax.data import pipeline
 from mgvae_jax.training import sharding
 
 MolgenConfig = molgen_config.MolgenConfig
-_SAMPLE_STREAM = 0x5A3B1E  # folded into the seed for sampling, so sampling never reuses training randomness
 
 
 # --- Data. -------------------------------------------------------------------------------------------------------
@@ -90,126 +83,7 @@ def load_data(config: MolgenConfig, feat: featurise.Featuriser) -> Data:
   return Data(train=batch, train_smiles=kept, test_smiles=test, report=report)
 
 
-# --- Model and training. -------------------------------------------------------------------------------------------
-
-
-def make_optimizer(config: MolgenConfig) -> optax.GradientTransformation:
-  adam = optax.adam(config.learning_rate)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip > 0 else adam
-
-
-def temperature_fn(config: MolgenConfig):
-  return lambda step: clustering.gumbel_temperature(step, config.temperature_start, config.temperature_end,
-                                                    config.temperature_decay_steps)
-
-
-def init_state(config: MolgenConfig, model: vae.MGVAE, optimizer, mesh, example: graphs.GraphBatch):
-  """A fresh TrainState (seeded), replicated over the mesh; `example` fixes the input shapes."""
-  state = training.create_train_state(model, optimizer, example, seed=config.seed)
-  return sharding.replicate(sharding.local_copy(state), mesh)
-
-
-def _write_config(config: MolgenConfig, workdir: str) -> None:
-  path = os.path.join(workdir, "config.json")
-  new = overrides.to_dict(config)
-  if os.path.exists(path):
-    try:
-      old = json.load(open(path))
-    except (OSError, json.JSONDecodeError):
-      old = None
-    as_read = json.loads(json.dumps(new))  # tuples as lists, as the file holds them
-    if old is not None and old != as_read:
-      changed = sorted(k for k in set(old) | set(as_read) if old.get(k) != as_read.get(k))
-      logging.warning("workdir %s was used with another config; fields now different: %s", workdir, changed)
-  if jax.process_index() == 0:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-      json.dump(new, f, indent=2)
-    os.replace(tmp, path)
-
-
-def train(config: MolgenConfig, workdir: str, model: vae.MGVAE, data: Data, mesh,
-          stream: Optional[TextIO] = None) -> tuple[Any, dict]:
-  """Restore-or-init, then train to config.num_steps with checkpoints; returns (state, summary)."""
-  optimizer = make_optimizer(config)
-  example, _ = next(pipeline.batches(data.train, config.batch_size, seed=config.seed, epoch=0))
-  state = init_state(config, model, optimizer, mesh, example)
-  pos_weight = vae.edge_pos_weight(data.train)
-  step_fn = training.make_train_step(model, optimizer, edge_pos_weight=pos_weight,
-                                     temperature_fn=temperature_fn(config), mesh=mesh)
-  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-                                       save_interval_steps=config.checkpoint_every)
-  state, restored = training.restore_or_init(manager, state)
-  start = int(sharding.local_copy(state.step))
-  if jax.process_index() != 0:  # one progress log and metrics.jsonl per run, from process 0
-    stream = io.StringIO()
-  print(f"{'resumed from step ' + str(start) if restored else 'initialised'}; training to step {config.num_steps} "
-        f"on {mesh.devices.size} device(s), {len(data.train_smiles)} molecules, batch {config.batch_size}",
-        file=stream or sys.stdout, flush=True)
-  progress = training.Progress(config.num_steps, config.log_every,
-                               os.path.join(workdir, "metrics.jsonl") if jax.process_index() == 0 else None, stream)
-  steps_per_epoch = pipeline.num_batches(len(data.train_smiles), config.batch_size)
-  t0 = time.perf_counter()
-  step = start
-  try:
-    while step < config.num_steps:
-      epoch, index = training.data_position(step, steps_per_epoch)
-      for batch, graph_mask in pipeline.batches(data.train, config.batch_size, seed=config.seed, epoch=epoch,
-                                                start=index):
-        if step >= config.num_steps:
-          break
-        batch, graph_mask = sharding.shard_batch((batch, graph_mask), mesh)
-        state, step_metrics = step_fn(state, batch, graph_mask)
-        step += 1
-        progress.update(step, step_metrics)  # fetched to host only on logging steps
-        if step % config.checkpoint_every == 0:
-          manager.save(state)
-        if config.kill_at_step and step == config.kill_at_step:
-          os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
-        training.check_nonfinite(state, config.max_nonfinite_in_a_row)
-    manager.save(state, force=True)
-  finally:
-    manager.wait()  # a stop on non-finite losses still leaves every started save committed
-    manager.close()
-  seconds = time.perf_counter() - t0
-  summary = {"steps": config.num_steps, "resumed_from": start if restored else None,
-             "train_seconds_this_run": seconds,
-             "molecules_per_second": (config.num_steps - start) * config.batch_size / seconds if step > start else None,
-             "nonfinite_steps_total": int(sharding.local_copy(state.nonfinite_total)),
-             "edge_pos_weight": pos_weight, "devices": int(mesh.devices.size), "processes": jax.process_count()}
-  return state, summary
-
-
-# --- Sampling. -----------------------------------------------------------------------------------------------------
-
-
-def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_weight: float = 1.0):
-  """A jitted `sample(params, key) -> probabilities` of `batch_size` graphs drawn from the prior of `level`.
-
-  Level 0 returns MGVAE.decode's finest-level {node, edge, edge_type} (edge probabilities calibrated for the
-  training BCE's `edge_pos_weight`); coarser levels {adjacency}. One compilation serves every batch.
-  """
-
-  @jax.jit
-  def sample(params, key):
-    z = model.apply({"params": params}, batch_size, level, method=vae.MGVAE.sample_prior, rngs={"sample": key})
-    if level:
-      return model.apply({"params": params}, z, level, method=vae.MGVAE.decode)
-    return model.apply({"params": params}, z, 0, edge_pos_weight, method=vae.MGVAE.decode)
-
-  return sample
-
-
-def sample_probabilities(model: vae.MGVAE, params, num_samples: int, batch_size: int, seed: int,
-                         level: int = 0, edge_pos_weight: float = 1.0) -> dict[str, np.ndarray]:
-  """`num_samples` decoded prior samples as host arrays, in fixed-size batches (the last one truncated)."""
-  batch_size = min(batch_size, num_samples)
-  sampler = make_sampler(model, batch_size, level, edge_pos_weight)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), _SAMPLE_STREAM)
-  chunks = []
-  for i in range(-(-num_samples // batch_size)):
-    chunks.append(jax.device_get(sampler(params, jax.random.fold_in(key, i))))
-  return {k: np.concatenate([c[k] for c in chunks])[:num_samples] for k in chunks[0]}
+# --- Decoding and pictures. ----------------------------------------------------------------------------------------
 
 
 def decode_molecules(probs: dict[str, np.ndarray], feat: featurise.Featuriser,
@@ -251,13 +125,13 @@ def interpolation(model: vae.MGVAE, params, feat: featurise.Featuriser, smiles: 
 def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
   """Train (resuming if workdir has checkpoints), then sample, decode, evaluate and draw. Returns metrics.json."""
   os.makedirs(workdir, exist_ok=True)
-  _write_config(config, workdir)
+  trainer.write_config(config, workdir)
   mesh = sharding.data_mesh()
   sharding.check_batch_size(config.batch_size, mesh)
   feat = config.featuriser()
   data = load_data(config, feat)
   model = vae.MGVAE(config.model)
-  state, summary = train(config, workdir, model, data, mesh, stream)
+  state, summary = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules")
   if jax.process_index() != 0 or not config.evaluate:
     return {"training": summary}  # process 0 samples, evaluates and writes the artefacts
   params = jax.device_put(sharding.local_copy(state.params), jax.local_devices()[0])
@@ -265,7 +139,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
 
   t0 = time.perf_counter()
   pos_weight = summary["edge_pos_weight"]
-  probs = sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
+  probs = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
                                edge_pos_weight=pos_weight)
   t_sample = time.perf_counter() - t0
   generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold)
@@ -292,14 +166,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
             "featurise": {"kept": data.report.kept, "total": data.report.total, "rejected": data.report.rejected},
             "interpolation": {"endpoints": pair, "decoded": strip}, "grid": drawn,
             "seconds": {"sample": t_sample, "decode": t_decode, "evaluate": t_eval}}
-  report = training.progress.to_json(report)
-  tmp = os.path.join(workdir, "metrics.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, "metrics.json"))
-  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-    f.write(json.dumps({"phase": "eval", "step": config.num_steps, **{k: report[k] for k in result}},
-                       allow_nan=False) + "\n")
+  report = trainer.write_report(report, workdir, {"step": config.num_steps, **{k: report[k] for k in result}})
   keys = ("validity", "validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd", "nspdk_mmd")
   print("metrics: " + " ".join(f"{k}={report.get(k)}" for k in keys), file=out, flush=True)
   return report
@@ -336,9 +203,7 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/molgen_<dataset>.")
   flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_steps=5000 or "
                             "model.mgn.latent_dim=32 (repeatable).")
-  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
-  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
-  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+  trainer.define_distributed_flags()
 
 
 if __name__ == "__main__":

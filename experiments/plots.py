@@ -1,4 +1,4 @@
-"""Loss curves from a run's metrics.jsonl (matplotlib, headless)."""
+"""Pictures of a run: loss curves from metrics.jsonl, grids of graphs (matplotlib, headless)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,16 @@ def read_jsonl(path: str) -> list[dict]:
   return records
 
 
+def _save(fig, path: str) -> None:
+  """Write the figure atomically (a temp file, then a rename), so a killed run never leaves a torn PNG."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp.png"
+  fig.savefig(tmp, dpi=100)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
 def _total(value):
   return sum(v for v in value if v is not None) if isinstance(value, list) else value
 
@@ -57,9 +67,29 @@ def loss_curve(records: Sequence[dict], path: str, terms: Sequence[str] = ("loss
   ax.legend()
   ax.grid(alpha=0.3)
   ax.set_title("MGVAE training")
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  _save(fig, path)
+
+
+def graph_grid(generated: Sequence, training: Sequence, path: str, columns: int = 6, seed: int = 0) -> int:
+  """Figures 10-11: rows of generated graphs above rows of training graphs (networkx spring layout). Returns how many
+  generated graphs were drawn (at most 2 rows' worth; empty samples are skipped)."""
+  import networkx as nx  # pylint: disable=g-import-not-at-top
+
+  gen = [g for g in generated if g.number_of_nodes() > 0][:2 * columns]
+  train = list(training)[:2 * columns]
+  rows = [("generated", gen[i:i + columns]) for i in range(0, len(gen), columns)]
+  rows += [("training", train[i:i + columns]) for i in range(0, len(train), columns)]
+  if not rows:
+    raise ValueError("graph_grid: nothing to draw (no non-empty generated graphs and no training graphs)")
+  fig, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.3 * len(rows)), squeeze=False)
+  for r, (label, row) in enumerate(rows):
+    for c in range(columns):
+      ax = axes[r][c]
+      ax.axis("off")
+      if c < len(row):
+        g = row[c]
+        nx.draw_networkx(g, pos=nx.spring_layout(g, seed=seed), ax=ax, node_size=25, with_labels=False,
+                         node_color="tab:red" if label == "generated" else "tab:blue", width=0.6)
+        ax.set_title(f"{label}: {g.number_of_nodes()} n, {g.number_of_edges()} e", fontsize=7)
+  _save(fig, path)
+  return len(gen)

@@ -23,6 +23,7 @@ from absl import logging
 import numpy as np
 
 from experiments import molgen
+from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from mgvae_jax import graphs
@@ -62,7 +63,7 @@ def load_run(workdir: str, config: Optional[molgen_config.MolgenConfig] = None
     n = config.model.max_nodes
     example = graphs.GraphBatch(np.zeros((1, n, feat.num_node_features), np.float32),
                                 np.zeros((1, n, n, feat.num_edge_types), np.float32), np.ones((1, n), bool))
-    state = training.create_train_state(model, molgen.make_optimizer(config), example, seed=config.seed)
+    state = training.create_train_state(model, trainer.make_optimizer(config), example, seed=config.seed)
     state, restored = training.restore_or_init(manager, state)
     if not restored:
       raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint could be restored")
@@ -90,7 +91,7 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
     data = molgen.load_data(config, feat)
     pos_weight = vae.edge_pos_weight(data.train)
   t0 = time.perf_counter()
-  probs = molgen.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight or 1.0)
+  probs = trainer.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight or 1.0)
   t_sample = time.perf_counter() - t0
   result = {"workdir": workdir, "step": step, "level": level, "num_samples": num_samples, "seed": seed}
   if level > 0:

@@ -35,11 +35,16 @@ from mgvae_jax.equivariant import EquivariantLinear1to1
 from mgvae_jax.equivariant import EquivariantLinear1to2
 from mgvae_jax.equivariant import EquivariantLinear2to1
 from mgvae_jax.equivariant import EquivariantLinear2to2
+from mgvae_jax.equivariant import EquivariantLinear2to1Parts
+from mgvae_jax.equivariant import EquivariantLinear2to2Parts
 from mgvae_jax.equivariant import FirstOrderMPNN
 from mgvae_jax.equivariant import linear_1to1
 from mgvae_jax.equivariant import linear_1to2
 from mgvae_jax.equivariant import linear_2to1
 from mgvae_jax.equivariant import linear_2to2
+from mgvae_jax.equivariant import linear_2to1_parts
+from mgvae_jax.equivariant import linear_2to2_parts
+from mgvae_jax.equivariant import activation_parts
 from mgvae_jax.equivariant import mean_aggregate
 from mgvae_jax.equivariant import promote_to_second_order
 from mgvae_jax.equivariant import SecondOrderLayer

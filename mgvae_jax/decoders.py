@@ -30,9 +30,13 @@ def outer_product_features(z: Array, mask: Array) -> Array:
   z [N, d] -> [N, N, 2d]. The diagonal channels let a 2->2 decoder tell node terms from pair terms.
   """
   z = equivariant.mask_first(z, mask)
-  outer = z[:, None, :] * z[None, :, :]  # [N, N, d]
-  diag = jnp.eye(z.shape[0], dtype=z.dtype)[:, :, None] * z[:, None, :]  # [N, N, d]
-  return jnp.concatenate([outer, diag], axis=-1)
+  n, d = z.shape
+  # One broadcast multiply instead of concatenating two [N, N, d] halves (XLA's CPU concatenate costs several GEMMs):
+  # channel c < d is z_ic * z_jc, channel d + c is z_ic * delta_ij.
+  zz = jnp.concatenate([z, z], axis=-1)  # [N, 2d] (first order: cheap)
+  first = (jnp.arange(2 * d) < d)[None, None, :]
+  other = jnp.where(first, zz[None, :, :], jnp.eye(n, dtype=z.dtype)[:, :, None])  # [N, N, 2d]
+  return zz[:, None, :] * other
 
 
 class DotProductDecoder(nn.Module):
@@ -46,10 +50,24 @@ class DotProductDecoder(nn.Module):
     return jax.vmap(dot_product_logits)(z, mask)[..., None]
 
 
+def second_order_stack(z: Array, mask: Array, features: int, layers: int,
+                       activation: Callable[[Array], Array]) -> tuple[Array, Array]:
+  """Outer-product features of z, then `layers` general 2->2 layers with gamma, carried as (symmetric, antisymmetric)
+  parts (equivariant.linear_2to2_parts: no transposes). Call inside a compact module; the layers are named
+  EquivariantLinear2to2_<k>, as stacking EquivariantLinear2to2 would name them.  [B, N, d] -> 2 x [B, N, N, features].
+  """
+  s, a = jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
+  for k in range(layers):
+    s, a = equivariant.EquivariantLinear2to2Parts(features, name=f"EquivariantLinear2to2_{k}")(s, a, mask)
+    s, a = equivariant.activation_parts(activation, s, a)
+  return s, a
+
+
 class SecondOrderDecoder(nn.Module):
   """Latents -> outer-product features -> `layers` 2->2 equivariant linear maps with gamma -> `out_channels` logits.
 
-  The output is symmetrised ((x + x^T) / 2) when `symmetric`, as undirected graphs need.
+  The output is symmetrised ((x + x^T) / 2) when `symmetric`, as undirected graphs need: then the stack runs on
+  symmetric/antisymmetric parts and the head computes only the symmetric part (same parameters, no transposes).
   [B, N, d] -> [B, N, N, out_channels].
   """
   features: int = 32
@@ -61,10 +79,12 @@ class SecondOrderDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, z: Array, mask: Array) -> Array:
+    if self.symmetric:
+      s, a = second_order_stack(z, mask, self.features, self.layers, self.activation)
+      return equivariant.EquivariantLinear2to2Parts(self.out_channels, use_diag_bias=self.diagonal,
+                                                    symmetric_output=True,
+                                                    name=f"EquivariantLinear2to2_{self.layers}")(s, a, mask)
     h = jax.vmap(outer_product_features)(z, mask)  # [B, N, N, 2d]
     for _ in range(self.layers):
       h = self.activation(equivariant.EquivariantLinear2to2(self.features)(h, mask))
-    out = equivariant.EquivariantLinear2to2(self.out_channels, use_diag_bias=self.diagonal)(h, mask)  # [B, N, N, out]
-    if self.symmetric:
-      out = 0.5 * (out + jnp.swapaxes(out, 1, 2))
-    return out
+    return equivariant.EquivariantLinear2to2(self.out_channels, use_diag_bias=self.diagonal)(h, mask)

@@ -226,6 +226,64 @@ def linear_2to2(x: Array, mask: Array, w: Array, bias: Array, diag_bias: Array, 
   return mask_second(y, mask)
 
 
+def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array, diag_bias: Array,
+                      normalize: bool = True) -> tuple[Array, Array]:
+  """`linear_2to2` on x = s + a given as its symmetric part s and antisymmetric part a, returned the same way.
+
+  Undirected decoders start from a symmetric tensor, but their hidden layers are not symmetric (a row term u_i is not
+  a column term u_j). Carrying (s, a) instead of x makes every transpose a sign flip, x^T = s - a, and XLA's CPU
+  transpose of [N, N, C] costs more than the GEMMs themselves. With p, q the [N, D] row- and column-broadcast terms:
+    y_s = s (W_0 + W_1) + d(diagonal terms) + (p + q)_i / 2 + (p + q)_j / 2 + const
+    y_a = a (W_0 - W_1) + (p - q)_i / 2 - (p - q)_j / 2
+  using diag(a) = 0, row(a) = -col(a), tr(a) = tot(a) = 0. Exactly `linear_2to2` (same weights [15, C, D]): y_s + y_a.
+  s [N, N, C] symmetric, a [N, N, C] antisymmetric or None (zero) -> (y_s, y_a) [N, N, D].
+  """
+  s = mask_second(s, mask)
+  inv_n, _ = _norms(mask, s.dtype, normalize)
+  diag = jnp.diagonal(s, axis1=0, axis2=1).T  # [N, C]
+  row_s = s.sum(1) * inv_n  # [N, C]  = col_s
+  trace = diag.sum(0) * inv_n  # [C]
+  total = row_s.sum(0) * inv_n  # [C]
+  if a is None:
+    row_a = jnp.zeros_like(row_s)
+  else:
+    a = mask_second(a, mask)
+    row_a = a.sum(1) * inv_n  # [N, C]  = -col_a
+  row, col = row_s + row_a, row_s - row_a
+  mm = lambda v, k: v @ w[k]
+  on_diag = mm(diag, 2) + mm(trace, 3) + mm(row, 4) + mm(col, 5) + mm(total, 6) + diag_bias  # [N, D]
+  p = mm(diag, 7) + mm(row, 9) + mm(col, 11)  # [N, D]  broadcast along rows (depends on i)
+  q = mm(diag, 8) + mm(row, 10) + mm(col, 12)  # [N, D]  broadcast along columns (depends on j)
+  const = mm(trace, 13) + mm(total, 14) + bias  # [D]
+  plus, minus = 0.5 * (p + q), 0.5 * (p - q)
+  y_s = jnp.einsum("ijc,cd->ijd", s, w[0] + w[1]) + (plus[:, None, :] + plus[None, :, :])
+  y_s = mask_second(y_s + _diag_embed(on_diag) + const, mask)
+  y_a = minus[:, None, :] - minus[None, :, :]
+  if a is not None:
+    y_a = y_a + jnp.einsum("ijc,cd->ijd", a, w[0] - w[1])
+  return y_s, mask_second(y_a, mask)
+
+
+def activation_parts(fn: Callable[[Array], Array], s: Array, a: Array) -> tuple[Array, Array]:
+  """fn applied entrywise to x = s + a, as parts: x^T = s - a, so fn(x)^T = fn(s - a). No transpose."""
+  up, down = fn(s + a), fn(s - a)
+  return 0.5 * (up + down), 0.5 * (up - down)
+
+
+def linear_2to1_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array,
+                      normalize: bool = True) -> Array:
+  """`linear_2to1` on x = s + a (see linear_2to2_parts).  s, a [N, N, C], w [5, C, D], bias [D] -> [N, D]."""
+  s = mask_second(s, mask)
+  inv_n, _ = _norms(mask, s.dtype, normalize)
+  diag = jnp.diagonal(s, axis1=0, axis2=1).T  # [N, C]
+  row_s = s.sum(1) * inv_n
+  row_a = jnp.zeros_like(row_s) if a is None else mask_second(a, mask).sum(1) * inv_n
+  trace = diag.sum(0) * inv_n
+  total = row_s.sum(0) * inv_n
+  y = diag @ w[0] + (row_s + row_a) @ w[1] + (row_s - row_a) @ w[2] + trace @ w[3] + total @ w[4] + bias
+  return mask_first(y, mask)
+
+
 def linear_2to1(x: Array, mask: Array, w: Array, bias: Array, normalize: bool = True) -> Array:
   """x [N, N, C], w [5, C, D], bias [D] -> [N, D]."""
   return mask_first(jnp.einsum("nkc,kcd->nd", basis_2to1(x, mask, normalize), w) + bias, mask)
@@ -266,17 +324,21 @@ class _EquivariantLinear(nn.Module):
   diag_bias_init: float = 0.0
   kernel_scale: float = 1.0  # multiplies the initial kernel (small for heads that should start near their biases)
 
+  def _params(self, channels: int, dtype):
+    """(kernel [ops, C, features], bias, diag_bias) cast to dtype; diag_bias is zeros where unused."""
+    init = lambda key, shape, dt=jnp.float32: self.kernel_scale * _basis_init(key, shape, dt)
+    w = self.param("kernel", init, (_BASIS_SIZE[self.kind], channels, self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+    diag_bias = jnp.zeros((self.features,), jnp.float32)
+    if self.kind in ("2to2", "1to2") and self.use_diag_bias:
+      diag_bias = self.param("diag_bias", nn.initializers.constant(self.diag_bias_init), (self.features,),
+                             jnp.float32)
+    return w.astype(dtype), bias.astype(dtype), diag_bias.astype(dtype)
+
   @nn.compact
   def __call__(self, x: Array, mask: Array) -> Array:
-    init = lambda key, shape, dtype=jnp.float32: self.kernel_scale * _basis_init(key, shape, dtype)
-    w = self.param("kernel", init, (_BASIS_SIZE[self.kind], x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-    w, bias = w.astype(x.dtype), bias.astype(x.dtype)
+    w, bias, diag_bias = self._params(x.shape[-1], x.dtype)
     if self.kind in ("2to2", "1to2"):
-      diag_bias = jnp.zeros((self.features,), x.dtype)
-      if self.use_diag_bias:
-        diag_bias = self.param("diag_bias", nn.initializers.constant(self.diag_bias_init), (self.features,),
-                               jnp.float32).astype(x.dtype)
       fn = functools.partial(linear_2to2 if self.kind == "2to2" else linear_1to2, normalize=self.normalize)
       return jax.vmap(fn, in_axes=(0, 0, None, None, None))(x, mask, w, bias, diag_bias)
     fn = functools.partial(linear_2to1 if self.kind == "2to1" else linear_1to1, normalize=self.normalize)
@@ -291,6 +353,33 @@ class EquivariantLinear2to2(_EquivariantLinear):
 class EquivariantLinear2to1(_EquivariantLinear):
   """[B, N, N, C] -> [B, N, features] over the 5-map basis."""
   kind: str = "2to1"
+
+
+class EquivariantLinear2to2Parts(_EquivariantLinear):
+  """EquivariantLinear2to2 on (symmetric, antisymmetric) parts: (s, a or None, mask) -> (y_s, y_a), or y_s alone
+  with `symmetric_output` (the symmetrised output, all an undirected head needs). Same parameters as
+  EquivariantLinear2to2, so the two are interchangeable on a checkpoint."""
+  kind: str = "2to2"
+  symmetric_output: bool = False
+
+  @nn.compact
+  def __call__(self, s: Array, a: Array | None, mask: Array):  # pylint: disable=arguments-differ
+    w, bias, diag_bias = self._params(s.shape[-1], s.dtype)
+    fn = functools.partial(linear_2to2_parts, normalize=self.normalize)
+    axes = (0, None if a is None else 0, 0, None, None, None)
+    y_s, y_a = jax.vmap(fn, in_axes=axes)(s, a, mask, w, bias, diag_bias)
+    return y_s if self.symmetric_output else (y_s, y_a)
+
+
+class EquivariantLinear2to1Parts(_EquivariantLinear):
+  """EquivariantLinear2to1 on (symmetric, antisymmetric) parts: (s, a or None, mask) -> [B, N, features]."""
+  kind: str = "2to1"
+
+  @nn.compact
+  def __call__(self, s: Array, a: Array | None, mask: Array):  # pylint: disable=arguments-differ
+    w, bias, _ = self._params(s.shape[-1], s.dtype)
+    fn = functools.partial(linear_2to1_parts, normalize=self.normalize)
+    return jax.vmap(fn, in_axes=(0, None if a is None else 0, 0, None, None))(s, a, mask, w, bias)
 
 
 class EquivariantLinear1to2(_EquivariantLinear):

@@ -148,11 +148,11 @@ class GraphDecoder(nn.Module):
     t, e = self.node_classes, self.edge_classes
     pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
     if self.kind == "second_order":
-      h = jax.vmap(decoders.outer_product_features)(z, mask)  # [B, N, N, 2d]
-      for _ in range(self.layers):
-        h = nn.relu(equivariant.EquivariantLinear2to2(self.features)(h, mask))
-      pairs = equivariant.EquivariantLinear2to2(1 + e, use_diag_bias=False, name="pair_head")(h, mask)
-      node = equivariant.EquivariantLinear2to1(t, name="node_head")(h, mask)  # [B, N, T]
+      # General 2->2 layers on (symmetric, antisymmetric) parts; the pair head needs only the symmetric part.
+      hs, ha = decoders.second_order_stack(z, mask, self.features, self.layers, nn.relu)  # 2 x [B, N, N, F]
+      pairs = equivariant.EquivariantLinear2to2Parts(1 + e, use_diag_bias=False, symmetric_output=True,
+                                                     name="pair_head")(hs, ha, mask)
+      node = equivariant.EquivariantLinear2to1Parts(t, name="node_head")(hs, ha, mask)  # [B, N, T]
     elif self.kind == "mlp":
       if n != self.num_nodes:
         raise ValueError(f"the MLP decoder is built for {self.num_nodes} nodes, got {n}")

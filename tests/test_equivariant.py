@@ -231,6 +231,44 @@ def test_bases_are_complete(n, normalize):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+def test_parts_layers_equal_general_layers(seed):
+  """linear_2to2_parts / linear_2to1_parts / activation_parts on x = s + a equal the general maps on x."""
+  a, x, e, m = _batch(seed, [4, 6, 2], 8)
+  w15, b, db = _weights(seed, 15)
+  w5, _, _ = _weights(seed + 1, 5)
+  sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
+  v5, v4 = lambda f: jax.vmap(f, (0, 0, 0, None, None, None)), lambda f: jax.vmap(f, (0, 0, 0, None, None))
+  want = jax.vmap(eq.linear_2to2, (0, 0, None, None, None))(e, m, w15, b, db)
+  ys, ya = v5(eq.linear_2to2_parts)(sym, anti, m, w15, b, db)
+  np.testing.assert_allclose(ys + ya, want, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(ys, 0.5 * (want + jnp.swapaxes(want, 1, 2)), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(ya, -jnp.swapaxes(ya, 1, 2), atol=1e-6)
+  # a = None means a zero antisymmetric part.
+  want0 = jax.vmap(eq.linear_2to2, (0, 0, None, None, None))(sym, m, w15, b, db)
+  ys0, ya0 = jax.vmap(eq.linear_2to2_parts, (0, None, 0, None, None, None))(sym, None, m, w15, b, db)
+  np.testing.assert_allclose(ys0 + ya0, want0, atol=1e-5, rtol=1e-5)
+  # The activation of the parts is the parts of the activation.
+  rs, ra = eq.activation_parts(jax.nn.relu, ys, ya)
+  np.testing.assert_allclose(rs + ra, jax.nn.relu(want), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(rs, jnp.swapaxes(rs, 1, 2), atol=1e-6)
+  got1 = v4(eq.linear_2to1_parts)(sym, anti, m, w5, b)
+  np.testing.assert_allclose(got1, jax.vmap(eq.linear_2to1, (0, 0, None, None))(e, m, w5, b), atol=1e-5, rtol=1e-5)
+
+
+def test_parts_modules_share_parameters_with_general_modules():
+  a, x, e, m = _batch(9, [5, 3], 6)
+  sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
+  for general, parts, extra in ((eq.EquivariantLinear2to2(D), eq.EquivariantLinear2to2Parts(D), {}),
+                                (eq.EquivariantLinear2to1(D), eq.EquivariantLinear2to1Parts(D), {})):
+    params = general.init(jax.random.PRNGKey(1), e, m)
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+        parts.init(jax.random.PRNGKey(1), sym, anti, m))
+    got = parts.apply(params, sym, anti, m)
+    got = got[0] + got[1] if isinstance(got, tuple) else got
+    np.testing.assert_allclose(got, general.apply(params, e, m), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_factored_linear_maps_equal_basis_contraction(seed):
   """The memory-lean linear maps equal the sum of basis tensors times weights."""
   a, x, e, m = _batch(seed, [4, 6, 2], 8)

@@ -193,7 +193,7 @@ def test_kill_and_resume_is_bit_exact(tmp_path):
 
 _SHARDING_PROGRAM = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
-    from experiments import molgen
+    from experiments import trainer
     from experiments.configs import molgen as molgen_config
     from mgvae_jax import graphs, training, vae
     from mgvae_jax.data import pipeline
@@ -209,12 +209,12 @@ _SHARDING_PROGRAM = textwrap.dedent("""
         j = int(rng.integers(0, i)); edges[g, i, j, 0] = edges[g, j, i, 0] = 1
     data = graphs.GraphBatch(nodes, edges, np.ones((16, n), bool))
     model = vae.MGVAE(config.model)
-    opt = molgen.make_optimizer(config)
+    opt = trainer.make_optimizer(config)
     batches = list(pipeline.batches(data, 8, seed=0, epoch=0))
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
       mesh = sharding.data_mesh(devices)
-      state = molgen.init_state(config, model, opt, mesh, batches[0][0])
+      state = trainer.init_state(config, model, opt, mesh, batches[0][0])
       step = training.make_train_step(model, opt, edge_pos_weight=3.0, mesh=mesh)
       for batch, gm in batches:
         state, metrics = step(state, *sharding.shard_batch((batch, gm), mesh))

@@ -91,15 +91,20 @@ class MolgenConfig:
     if model.node_classes != feat.num_types or model.edge_classes != feat.num_edge_types:
       raise ValueError(f"model has node_classes={model.node_classes}, edge_classes={model.edge_classes}; the "
                        f"{self.dataset} vocabulary needs {feat.num_types} and {feat.num_edge_types}")
-    sizes = (model.max_nodes,) + tuple(model.mgn.num_clusters)
-    for level, (n, k) in enumerate(zip(sizes, sizes[1:])):
-      if k > n:
-        raise ValueError(f"model.mgn.num_clusters={tuple(model.mgn.num_clusters)}: level {level} has {n} nodes and "
-                         f"cannot be cut into {k} clusters (each level needs at most as many clusters as nodes)")
+    check_cluster_counts(model)
 
   def featuriser(self) -> featurise.Featuriser:
     return featurise.Featuriser(self.dataset, charged_types=self.charged_types,
                                 chemical_features=self.chemical_features)
+
+
+def check_cluster_counts(model: vae.MGVAEConfig) -> None:
+  """Every level must have at least as many nodes as the clusters it is cut into."""
+  sizes = (model.max_nodes,) + tuple(model.mgn.num_clusters)
+  for level, (n, k) in enumerate(zip(sizes, sizes[1:])):
+    if k > n:
+      raise ValueError(f"model.mgn.num_clusters={tuple(model.mgn.num_clusters)}: level {level} has {n} nodes and "
+                       f"cannot be cut into {k} clusters (each level needs at most as many clusters as nodes)")
 
 
 def _model(dataset: str, *, charged_types: bool = True, **kw) -> vae.MGVAEConfig:

@@ -1,8 +1,13 @@
 """Data: a checksummed registry of the staged files, molecule loaders, and a seeded fixed-shape batch pipeline.
 
 Files live under `data_dir()` (`$MGVAE_DATA_DIR`, else a per-user cache); `fetch` downloads a missing one and checks
-its sha256. Molecule loaders return SMILES (and targets); featurising them into graphs is a separate step.
+its sha256. Molecule loaders return SMILES (and targets); featurising them into graphs is a separate step. Generic
+graph sets (community-small, ego-small) load as networkx graphs; `community_small` regenerates the former.
 """
+
+from mgvae_jax.data.community import community_sizes
+from mgvae_jax.data.community import community_small
+from mgvae_jax.data.graph_datasets import load_graphs
 
 from mgvae_jax.data.molecules import load_qm9_targets
 from mgvae_jax.data.molecules import load_smiles

@@ -1,0 +1,172 @@
+"""The training loop and sampler shared by the generation binaries (molgen, graphgen): config fields, not types.
+
+A config here is any frozen dataclass with the optimisation, logging and checkpoint fields of
+`configs.molgen.MolgenConfig` (batch_size, num_steps, learning_rate, grad_clip, temperature_*, seed,
+max_nonfinite_in_a_row, log_every, checkpoint_every, keep_checkpoints, kill_at_step).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any, Optional, TextIO
+
+from absl import logging
+import jax
+import numpy as np
+import optax
+
+from experiments.configs import overrides
+from mgvae_jax import clustering
+from mgvae_jax import graphs
+from mgvae_jax import training
+from mgvae_jax import vae
+from mgvae_jax.data import pipeline
+from mgvae_jax.training import sharding
+
+_SAMPLE_STREAM = 0x5A3B1E  # folded into the seed for sampling, so sampling never reuses training randomness
+
+
+def write_report(report: dict, workdir: str, eval_record: dict) -> dict:
+  """metrics.json (atomically, JSON-safe) and the evaluation's line in metrics.jsonl; returns the JSON-safe report."""
+  report = training.progress.to_json(report)
+  tmp = os.path.join(workdir, "metrics.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(report, f, indent=2, allow_nan=False)
+  os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps(training.progress.to_json({"phase": "eval", **eval_record}), allow_nan=False) + "\n")
+  return report
+
+
+def define_distributed_flags() -> None:
+  """The multi-host flags every training binary takes (read by sharding.initialize_distributed)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process runs.")
+  flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes - 1.")
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  adam = optax.adam(config.learning_rate)
+  return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip > 0 else adam
+
+
+def temperature_fn(config):
+  return lambda step: clustering.gumbel_temperature(step, config.temperature_start, config.temperature_end,
+                                                    config.temperature_decay_steps)
+
+
+def init_state(config, model: vae.MGVAE, optimizer, mesh, example: graphs.GraphBatch):
+  """A fresh TrainState (seeded), replicated over the mesh; `example` fixes the input shapes."""
+  state = training.create_train_state(model, optimizer, example, seed=config.seed)
+  return sharding.replicate(sharding.local_copy(state), mesh)
+
+
+def write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  new = overrides.to_dict(config)
+  if os.path.exists(path):
+    try:
+      old = json.load(open(path))
+    except (OSError, json.JSONDecodeError):
+      old = None
+    as_read = json.loads(json.dumps(new))  # tuples as lists, as the file holds them
+    if old is not None and old != as_read:
+      changed = sorted(k for k in set(old) | set(as_read) if old.get(k) != as_read.get(k))
+      logging.warning("workdir %s was used with another config; fields now different: %s", workdir, changed)
+  if jax.process_index() == 0:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      json.dump(new, f, indent=2)
+    os.replace(tmp, path)
+
+
+def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh, stream: Optional[TextIO] = None,
+          what: str = "graphs") -> tuple[Any, dict]:
+  """Restore-or-init, then train to config.num_steps with checkpoints; returns (state, summary).
+
+  data: every training graph, stacked host arrays [G, ...]; `what` names them in the log.
+  """
+  optimizer = make_optimizer(config)
+  example, _ = next(pipeline.batches(data, config.batch_size, seed=config.seed, epoch=0))
+  state = init_state(config, model, optimizer, mesh, example)
+  pos_weight = vae.edge_pos_weight(data)
+  num_graphs = int(data.nodes.shape[0])
+  step_fn = training.make_train_step(model, optimizer, edge_pos_weight=pos_weight,
+                                     temperature_fn=temperature_fn(config), mesh=mesh)
+  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+                                       save_interval_steps=config.checkpoint_every)
+  state, restored = training.restore_or_init(manager, state)
+  start = int(sharding.local_copy(state.step))
+  if jax.process_index() != 0:  # one progress log and metrics.jsonl per run, from process 0
+    stream = io.StringIO()
+  print(f"{'resumed from step ' + str(start) if restored else 'initialised'}; training to step {config.num_steps} "
+        f"on {mesh.devices.size} device(s), {num_graphs} {what}, batch {config.batch_size}",
+        file=stream or sys.stdout, flush=True)
+  progress = training.Progress(config.num_steps, config.log_every,
+                               os.path.join(workdir, "metrics.jsonl") if jax.process_index() == 0 else None, stream)
+  steps_per_epoch = pipeline.num_batches(num_graphs, config.batch_size)
+  t0 = time.perf_counter()
+  step = start
+  try:
+    while step < config.num_steps:
+      epoch, index = training.data_position(step, steps_per_epoch)
+      for batch, graph_mask in pipeline.batches(data, config.batch_size, seed=config.seed, epoch=epoch,
+                                                start=index):
+        if step >= config.num_steps:
+          break
+        batch, graph_mask = sharding.shard_batch((batch, graph_mask), mesh)
+        state, step_metrics = step_fn(state, batch, graph_mask)
+        step += 1
+        progress.update(step, step_metrics)  # fetched to host only on logging steps
+        if step % config.checkpoint_every == 0:
+          manager.save(state)
+        if config.kill_at_step and step == config.kill_at_step:
+          os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
+        training.check_nonfinite(state, config.max_nonfinite_in_a_row)
+    manager.save(state, force=True)
+  finally:
+    manager.wait()  # a stop on non-finite losses still leaves every started save committed
+    manager.close()
+  seconds = time.perf_counter() - t0
+  summary = {"steps": config.num_steps, "resumed_from": start if restored else None,
+             "train_seconds_this_run": seconds,
+             "graphs_per_second": (config.num_steps - start) * config.batch_size / seconds if step > start else None,
+             "nonfinite_steps_total": int(sharding.local_copy(state.nonfinite_total)),
+             "edge_pos_weight": pos_weight, "devices": int(mesh.devices.size), "processes": jax.process_count()}
+  return state, summary
+
+
+def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_weight: float = 1.0):
+  """A jitted `sample(params, key) -> probabilities` of `batch_size` graphs drawn from the prior of `level`.
+
+  Level 0 returns MGVAE.decode's finest-level {node, edge, edge_type} (edge probabilities calibrated for the
+  training BCE's `edge_pos_weight`); coarser levels {adjacency}. One compilation serves every batch.
+  """
+
+  @jax.jit
+  def sample(params, key):
+    z = model.apply({"params": params}, batch_size, level, method=vae.MGVAE.sample_prior, rngs={"sample": key})
+    if level:
+      return model.apply({"params": params}, z, level, method=vae.MGVAE.decode)
+    return model.apply({"params": params}, z, 0, edge_pos_weight, method=vae.MGVAE.decode)
+
+  return sample
+
+
+def sample_probabilities(model: vae.MGVAE, params, num_samples: int, batch_size: int, seed: int,
+                         level: int = 0, edge_pos_weight: float = 1.0) -> dict[str, np.ndarray]:
+  """`num_samples` decoded prior samples as host arrays, in fixed-size batches (the last one truncated)."""
+  batch_size = min(batch_size, num_samples)
+  sampler = make_sampler(model, batch_size, level, edge_pos_weight)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), _SAMPLE_STREAM)
+  chunks = []
+  for i in range(-(-num_samples // batch_size)):
+    chunks.append(jax.device_get(sampler(params, jax.random.fold_in(key, i))))
+  return {k: np.concatenate([c[k] for c in chunks])[:num_samples] for k in chunks[0]}

@@ -1,0 +1,22 @@
+"""Evaluation of generic graph generation: MMD of degree, clustering and orbit statistics (GDSS and SPECTRE protocols).
+
+  mmd2 = generation_mmd(generated_graphs, test_graphs, protocol="gdss")  # {"degree": .., "clustering": .., "orbit": ..}
+
+The entry point is not named after its module `graph_mmd`, so `import mgvae_jax.evaluation.graph_mmd` stays the module.
+"""
+
+from mgvae_jax.evaluation.graph_mmd import as_networkx
+from mgvae_jax.evaluation.graph_mmd import clustering_histogram
+from mgvae_jax.evaluation.graph_mmd import degree_histogram
+from mgvae_jax.evaluation.graph_mmd import gaussian
+from mgvae_jax.evaluation.graph_mmd import gaussian_emd
+from mgvae_jax.evaluation.graph_mmd import gaussian_tv
+from mgvae_jax.evaluation.graph_mmd import generation_mmd
+from mgvae_jax.evaluation.graph_mmd import mmd_squared
+from mgvae_jax.evaluation.graph_mmd import NUM_ORBITS
+from mgvae_jax.evaluation.graph_mmd import orbit_counts
+from mgvae_jax.evaluation.graph_mmd import orbit_statistic
+from mgvae_jax.evaluation.graph_mmd import Protocol
+from mgvae_jax.evaluation.graph_mmd import PROTOCOLS
+from mgvae_jax.evaluation.graph_mmd import StatisticSetting
+from mgvae_jax.evaluation.graph_mmd import STATISTICS
