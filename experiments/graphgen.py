@@ -72,9 +72,10 @@ def evaluate(config: GraphgenConfig, model: vae.MGVAE, params, pos_weight: float
     n = int(count) or len(test)
     per_seed = {p: {s: [] for s in graph_mmd.STATISTICS} for p in config.protocols}
     empty[n] = []
+    sampler = trainer.make_sampler(model, min(config.sample_batch_size, n), edge_pos_weight=pos_weight)  # one compile
     for seed in range(config.eval_seeds):
       probs = trainer.sample_probabilities(model, params, n, config.sample_batch_size, config.seed + 1000 + seed,
-                                           edge_pos_weight=pos_weight)
+                                           edge_pos_weight=pos_weight, sampler=sampler)
       generated = graph_datasets.decode(probs, config.edge_threshold)
       empty[n].append(sum(g.number_of_nodes() == 0 for g in generated))
       if seed == 0 and (first is None or n > len(first)):

@@ -161,10 +161,14 @@ def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_wei
 
 
 def sample_probabilities(model: vae.MGVAE, params, num_samples: int, batch_size: int, seed: int,
-                         level: int = 0, edge_pos_weight: float = 1.0) -> dict[str, np.ndarray]:
-  """`num_samples` decoded prior samples as host arrays, in fixed-size batches (the last one truncated)."""
+                         level: int = 0, edge_pos_weight: float = 1.0, sampler=None) -> dict[str, np.ndarray]:
+  """`num_samples` decoded prior samples as host arrays, in fixed-size batches (the last one truncated).
+
+  `sampler`: a `make_sampler(model, min(batch_size, num_samples), level, edge_pos_weight)` to reuse (and so reuse its
+  compilation) across calls; made here if None.
+  """
   batch_size = min(batch_size, num_samples)
-  sampler = make_sampler(model, batch_size, level, edge_pos_weight)
+  sampler = sampler or make_sampler(model, batch_size, level, edge_pos_weight)
   key = jax.random.fold_in(jax.random.PRNGKey(seed), _SAMPLE_STREAM)
   chunks = []
   for i in range(-(-num_samples // batch_size)):

@@ -226,17 +226,10 @@ def linear_2to2(x: Array, mask: Array, w: Array, bias: Array, diag_bias: Array, 
   return mask_second(y, mask)
 
 
-def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array, diag_bias: Array,
-                      normalize: bool = True) -> tuple[Array, Array]:
-  """`linear_2to2` on x = s + a given as its symmetric part s and antisymmetric part a, returned the same way.
+def _reductions_parts(s: Array, a: Array | None, mask: Array, normalize: bool):
+  """`_reductions_2` of x = s + a from its parts, using diag(a) = 0, col(a) = -row(a), tr(a) = tot(a) = 0.
 
-  Undirected decoders start from a symmetric tensor, but their hidden layers are not symmetric (a row term u_i is not
-  a column term u_j). Carrying (s, a) instead of x makes every transpose a sign flip, x^T = s - a, and XLA's CPU
-  transpose of [N, N, C] costs more than the GEMMs themselves. With p, q the [N, D] row- and column-broadcast terms:
-    y_s = s (W_0 + W_1) + d(diagonal terms) + (p + q)_i / 2 + (p + q)_j / 2 + const
-    y_a = a (W_0 - W_1) + (p - q)_i / 2 - (p - q)_j / 2
-  using diag(a) = 0, row(a) = -col(a), tr(a) = tot(a) = 0. Exactly `linear_2to2` (same weights [15, C, D]): y_s + y_a.
-  s [N, N, C] symmetric, a [N, N, C] antisymmetric or None (zero) -> (y_s, y_a) [N, N, D].
+  Returns the masked (s, a) and (diag, row, col, trace, total) of x.
   """
   s = mask_second(s, mask)
   inv_n, _ = _norms(mask, s.dtype, normalize)
@@ -249,7 +242,22 @@ def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Ar
   else:
     a = mask_second(a, mask)
     row_a = a.sum(1) * inv_n  # [N, C]  = -col_a
-  row, col = row_s + row_a, row_s - row_a
+  return s, a, (diag, row_s + row_a, row_s - row_a, trace, total)
+
+
+def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array, diag_bias: Array,
+                      normalize: bool = True) -> tuple[Array, Array]:
+  """`linear_2to2` on x = s + a given as its symmetric part s and antisymmetric part a, returned the same way.
+
+  Undirected decoders start from a symmetric tensor, but their hidden layers are not symmetric (a row term u_i is not
+  a column term u_j). Carrying (s, a) instead of x makes every transpose a sign flip, x^T = s - a, and XLA's CPU
+  transpose of [N, N, C] costs more than the GEMMs themselves. With p, q the [N, D] row- and column-broadcast terms:
+    y_s = s (W_0 + W_1) + d(diagonal terms) + (p + q)_i / 2 + (p + q)_j / 2 + const
+    y_a = a (W_0 - W_1) + (p - q)_i / 2 - (p - q)_j / 2
+  using diag(a) = 0, row(a) = -col(a), tr(a) = tot(a) = 0. Exactly `linear_2to2` (same weights [15, C, D]): y_s + y_a.
+  s [N, N, C] symmetric, a [N, N, C] antisymmetric or None (zero) -> (y_s, y_a) [N, N, D].
+  """
+  s, a, (diag, row, col, trace, total) = _reductions_parts(s, a, mask, normalize)
   mm = lambda v, k: v @ w[k]
   on_diag = mm(diag, 2) + mm(trace, 3) + mm(row, 4) + mm(col, 5) + mm(total, 6) + diag_bias  # [N, D]
   p = mm(diag, 7) + mm(row, 9) + mm(col, 11)  # [N, D]  broadcast along rows (depends on i)
@@ -273,14 +281,8 @@ def activation_parts(fn: Callable[[Array], Array], s: Array, a: Array) -> tuple[
 def linear_2to1_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array,
                       normalize: bool = True) -> Array:
   """`linear_2to1` on x = s + a (see linear_2to2_parts).  s, a [N, N, C], w [5, C, D], bias [D] -> [N, D]."""
-  s = mask_second(s, mask)
-  inv_n, _ = _norms(mask, s.dtype, normalize)
-  diag = jnp.diagonal(s, axis1=0, axis2=1).T  # [N, C]
-  row_s = s.sum(1) * inv_n
-  row_a = jnp.zeros_like(row_s) if a is None else mask_second(a, mask).sum(1) * inv_n
-  trace = diag.sum(0) * inv_n
-  total = row_s.sum(0) * inv_n
-  y = diag @ w[0] + (row_s + row_a) @ w[1] + (row_s - row_a) @ w[2] + trace @ w[3] + total @ w[4] + bias
+  _, _, (diag, row, col, trace, total) = _reductions_parts(s, a, mask, normalize)
+  y = diag @ w[0] + row @ w[1] + col @ w[2] + trace @ w[3] + total @ w[4] + bias
   return mask_first(y, mask)
 
 
