@@ -106,7 +106,7 @@ def train_and_evaluate(config: GraphgenConfig, workdir: str, stream: Optional[Te
   print(f"{config.dataset}: {len(train)} training and {len(test)} test graphs (test = the first 20 %), padded to "
         f"{config.model.max_nodes} nodes", file=out, flush=True)
   model = vae.MGVAE(config.model)
-  batch = graph_datasets.to_batch(train, config.model.max_nodes)
+  batch = graph_datasets.to_batch(train, config.model.max_nodes, config.node_order)
   state, summary = trainer.train(config, workdir, model, batch, mesh, stream, what="graphs")
   if jax.process_index() != 0 or not config.evaluate:
     return {"training": summary}

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mgvae_jax import clustering as clustering_lib
 from mgvae_jax import equivariant
 
 Array = jnp.ndarray
@@ -258,6 +259,61 @@ def feature_kmeans_clustering(features: Array, mask: Array, num_clusters: int, k
       raise ValueError(f"pca_dim must be <= min(N, F) = {min(x.shape)} for features of shape {x.shape}, got {pca_dim}")
     x = _masked_pca(x, mask, pca_dim)
   return kmeans(x, mask, num_clusters, key, num_iters)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A whole fixed hierarchy, computed once (large graphs: an eigendecomposition per training step would dominate).
+
+FIXED_METHODS = ("spectral", "kmeans")
+
+
+def fixed_hierarchy(adjacency: Array, mask: Array, num_clusters: tuple[int, ...], method: str, key: jax.Array,
+                    features: Optional[Array] = None, pca_dim: Optional[int] = 10, spectral_dim: int = 10,
+                    num_iters: int = 30) -> list[np.ndarray]:
+  """Cluster ids of every level of a fixed hierarchy of ONE graph, bottom-up: feed them to the MGN as `given_ids`.
+
+  Level l is clustered into num_clusters[i] clusters, then coarsened (Definition 3.2) into the next level's graph.
+  "spectral": k-means on the `spectral_dim`-dimensional spectral embedding of each level's (coarsened) adjacency
+  (section 5.3 uses n_max = 10 eigenvectors); "kmeans": k-means on the node features, PCA-compressed to `pca_dim`
+  dimensions at the finest level (section 5.3: 10); a coarse node's features are the mean of its members'.
+
+  Args:
+    adjacency: [N, N] edge weights; mask: [N] bool; features: [N, F] (needed for "kmeans").
+    num_clusters: K per level, bottom-up.
+    key: one PRNG key; level i uses fold_in(key, i).
+
+  Returns:
+    len(num_clusters) int32 numpy arrays: ids [N_l] of level l's nodes (K_l on padded nodes).
+  """
+  if method not in FIXED_METHODS:
+    raise ValueError(f"fixed_hierarchy: method must be one of {FIXED_METHODS}, got {method!r}")
+  if method == "kmeans" and features is None:
+    raise ValueError("fixed_hierarchy: method='kmeans' needs node features")
+  a = jnp.asarray(adjacency, jnp.float32)
+  m = jnp.asarray(mask, bool)
+  x = None
+  if method == "kmeans":
+    x = jnp.where(m[:, None], jnp.asarray(features, jnp.float32), 0.0)
+    if pca_dim is not None and pca_dim < min(x.shape):
+      x = jax.jit(_masked_pca, static_argnums=2)(x, m, int(pca_dim))
+  out = []
+  for i, k in enumerate(num_clusters):
+    _check_int("num_clusters", k, 1)
+    level_key = jax.random.fold_in(key, i)
+    if k == 1:
+      ids = jnp.where(m, 0, 1).astype(jnp.int32)
+    elif method == "spectral":
+      ids = spectral_clustering(a, m, int(k), level_key, num_iters, dim=min(int(spectral_dim), a.shape[0]))
+    else:
+      ids = kmeans(x, m, int(k), level_key, num_iters)[0]
+    out.append(np.asarray(ids, np.int32))
+    clus = clustering_lib.clustering_from_ids(ids, m, int(k))
+    a = clustering_lib.coarsen(a, clus, m)
+    if x is not None:
+      count = clus.assignment.sum(0)[:, None]  # [K, 1]
+      x = (clus.assignment.T @ x) / jnp.maximum(count, 1.0)
+    m = clus.coarse_mask
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------------------------

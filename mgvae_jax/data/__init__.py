@@ -19,6 +19,11 @@ from mgvae_jax.data.pipeline import batch_indices
 from mgvae_jax.data.pipeline import batches
 from mgvae_jax.data.pipeline import epoch_order
 from mgvae_jax.data.pipeline import num_batches
+from mgvae_jax.data.planetoid import Citation
+from mgvae_jax.data.planetoid import EdgeSplit
+from mgvae_jax.data.planetoid import load_planetoid
+from mgvae_jax.data.planetoid import split_edges
+from mgvae_jax.data.planetoid import train_adjacency
 from mgvae_jax.data.registry import build
 from mgvae_jax.data.registry import check_file
 from mgvae_jax.data.registry import ChecksumError

@@ -75,11 +75,44 @@ def split(all_graphs: Sequence[nx.Graph], test_fraction: float = TEST_FRACTION) 
   return list(all_graphs[num_test:]), list(all_graphs[:num_test])
 
 
-def to_batch(graph_list: Sequence[nx.Graph], pad_size: int) -> graphs.GraphBatch:
-  """Stacked host arrays: nodes [G, N, 2] one-hot (node, no node), edges [G, N, N, 1], mask [G, N] all True."""
+NODE_ORDERS = ("given", "bfs")
+
+
+def bfs_order(g: nx.Graph) -> list:
+  """A canonical node order: breadth-first from the highest-degree node, neighbours by decreasing degree.
+
+  Components follow one another, each started at its highest-degree node; ties go to the data's own node order. A
+  non-equivariant decoder (the MLP) then sees, e.g., an ego graph's centre in slot 0 instead of anywhere (GraphRNN
+  orders by BFS for the same reason).
+  """
+  position = {v: i for i, v in enumerate(g.nodes)}
+  key = lambda v: (-g.degree(v), position[v])
+  seen, order = set(), []
+  for root in sorted(g.nodes, key=key):
+    if root in seen:
+      continue
+    seen.add(root)
+    queue = [root]
+    while queue:
+      v = queue.pop(0)
+      order.append(v)
+      for u in sorted(g.neighbors(v), key=key):
+        if u not in seen:
+          seen.add(u)
+          queue.append(u)
+  return order
+
+
+def to_batch(graph_list: Sequence[nx.Graph], pad_size: int, node_order: str = "given") -> graphs.GraphBatch:
+  """Stacked host arrays: nodes [G, N, 2] one-hot (node, no node), edges [G, N, N, 1], mask [G, N] all True.
+
+  node_order: "given" (the data's node order) or "bfs" (`bfs_order`) decides which slot each node takes.
+  """
   g_count = len(graph_list)
   if g_count == 0:
     raise ValueError("to_batch: no graphs")
+  if node_order not in NODE_ORDERS:
+    raise ValueError(f"to_batch: node_order must be one of {NODE_ORDERS}, got {node_order!r}")
   nodes = np.zeros((g_count, pad_size, NODE_CLASSES), np.float32)
   edges = np.zeros((g_count, pad_size, pad_size, 1), np.float32)
   for k, g in enumerate(graph_list):
@@ -88,7 +121,7 @@ def to_batch(graph_list: Sequence[nx.Graph], pad_size: int) -> graphs.GraphBatch
       raise ValueError(f"graph {k} has {n} nodes, more than the pad size {pad_size}")
     if any(u == v for u, v in g.edges()):
       raise ValueError(f"graph {k} has a self-loop; these data sets have none")
-    order = {v: i for i, v in enumerate(g.nodes)}
+    order = {v: i for i, v in enumerate(bfs_order(g) if node_order == "bfs" else g.nodes)}
     nodes[k, :n, 0] = 1.0
     nodes[k, n:, 1] = 1.0
     for u, v in g.edges():

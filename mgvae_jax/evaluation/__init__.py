@@ -1,6 +1,8 @@
-"""Evaluation of generic graph generation: MMD of degree, clustering and orbit statistics (GDSS and SPECTRE protocols).
+"""Evaluation: MMD of degree, clustering and orbit statistics for graph generation (GDSS and SPECTRE protocols);
+AUC / AP and balanced-cut statistics for link prediction.
 
   mmd2 = generation_mmd(generated_graphs, test_graphs, protocol="gdss")  # {"degree": .., "clustering": .., "orbit": ..}
+  auc_ap(positive_scores, negative_scores)                               # {"auc": .., "ap": ..}
 
 The entry point is not named after its module `graph_mmd`, so `import mgvae_jax.evaluation.graph_mmd` stays the module.
 """
@@ -20,3 +22,5 @@ from mgvae_jax.evaluation.graph_mmd import Protocol
 from mgvae_jax.evaluation.graph_mmd import PROTOCOLS
 from mgvae_jax.evaluation.graph_mmd import StatisticSetting
 from mgvae_jax.evaluation.graph_mmd import STATISTICS
+from mgvae_jax.evaluation.link_metrics import auc_ap
+from mgvae_jax.evaluation.link_metrics import cluster_balance

@@ -6,6 +6,7 @@ from mgvae_jax.training.checkpoint import restore_or_init
 from mgvae_jax.training.progress import Progress
 from mgvae_jax.training.state import check_nonfinite
 from mgvae_jax.training.state import create_train_state
+from mgvae_jax.training.state import guarded_update
 from mgvae_jax.training.state import make_eval_step
 from mgvae_jax.training.state import make_train_step
 from mgvae_jax.training.state import NonFiniteLossError

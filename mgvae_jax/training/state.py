@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Optional
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -42,14 +43,17 @@ class NonFiniteLossError(RuntimeError):
   """Too many non-finite steps in a row; training should stop (the skipped steps changed no parameters)."""
 
 
-def create_train_state(model: vae.MGVAE, optimizer: optax.GradientTransformation, sample_batch: graphs.GraphBatch,
-                       seed: int) -> TrainState:
-  """Initialise params (rng streams params / gumbel / latent) and the optimizer; `sample_batch` fixes the shapes."""
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, sample_batch: graphs.GraphBatch,
+                       seed: int, init_kwargs: Optional[dict] = None) -> TrainState:
+  """Initialise params (rng streams params / gumbel / latent) and the optimizer; `sample_batch` fixes the shapes.
+
+  model: any linen module called as model(batch, train=True, **init_kwargs) (init_kwargs: arrays, e.g. given_ids).
+  """
   root = jax.random.PRNGKey(seed)
   k_params, k_gumbel, k_latent, k_train = jax.random.split(root, 4)
 
   rngs = {"params": k_params, "gumbel": k_gumbel, "latent": k_latent}
-  variables = jax.jit(lambda batch: model.init(rngs, batch, train=True))(sample_batch)
+  variables = jax.jit(lambda batch, kw: model.init(rngs, batch, train=True, **kw))(sample_batch, init_kwargs or {})
   extra = set(variables) - {"params"}
   if extra:  # the step only threads params through; other collections would be silently frozen
     raise ValueError(f"create_train_state: the model has variable collections besides params: {sorted(extra)}")
@@ -117,20 +121,29 @@ def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *
     temperature = 1.0 if temperature_fn is None else temperature_fn(state.step)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params, batch, graph_mask, {"gumbel": k_gumbel, "latent": k_latent}, temperature)
-    updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
-    # Select whole trees: a skipped step returns the old leaves themselves, bitwise.
-    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
-    in_a_row = jnp.where(finite, 0, state.nonfinite_in_a_row + 1).astype(jnp.int32)
-    total = (state.nonfinite_total + (~finite).astype(jnp.int32)).astype(jnp.int32)
-    new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
-                              opt_state=keep(new_opt, state.opt_state), nonfinite_in_a_row=in_a_row,
-                              nonfinite_total=total)
-    metrics = dict(metrics, finite=finite, step=new_state.step, nonfinite_in_a_row=in_a_row, nonfinite_total=total)
-    return new_state, metrics
+    new_state, guard = guarded_update(state, optimizer, loss, grads)
+    return new_state, dict(metrics, **guard)
 
   return step_fn
+
+
+def guarded_update(state: TrainState, optimizer: optax.GradientTransformation, loss: Array, grads: Any
+                   ) -> tuple[TrainState, dict[str, Array]]:
+  """Apply one optimizer step unless the loss or a gradient is non-finite; count skipped steps (traceable).
+
+  Returns the new state (step + 1 either way) and metrics finite / step / nonfinite_in_a_row / nonfinite_total.
+  """
+  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+  # Select whole trees: a skipped step returns the old leaves themselves, bitwise.
+  keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+  in_a_row = jnp.where(finite, 0, state.nonfinite_in_a_row + 1).astype(jnp.int32)
+  total = (state.nonfinite_total + (~finite).astype(jnp.int32)).astype(jnp.int32)
+  new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
+                            opt_state=keep(new_opt, state.opt_state), nonfinite_in_a_row=in_a_row,
+                            nonfinite_total=total)
+  return new_state, dict(finite=finite, step=new_state.step, nonfinite_in_a_row=in_a_row, nonfinite_total=total)
 
 
 def make_eval_step(model: vae.MGVAE, *, edge_pos_weight: float

@@ -1,0 +1,120 @@
+"""Config of `experiments.linkpred`: MGVAE link prediction on Cora and Citeseer (paper section 5.3), as code.
+
+Presets (get_config(dataset, clustering, preset)):
+  cpu    the default: the paper's hierarchy (L = 7 levels, 2^l clusters: 128 at the bottom) and latent size, fewer
+         epochs (300), 5 seeds; tens of minutes per data set and clustering on a 2-core CPU.
+  paper  section 5.3: 2,048 epochs, Adam lr 0.01, Glorot init, latent 128, L = 7 with 2^l clusters, 5 seeds.
+  test   the synthetic planted-partition graph (any --dataset), a tiny model, a few epochs: for tests and smoke runs.
+
+Any field can be overridden from the command line: `--set epochs=1000 --set model.score=multiresolution`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mgvae_jax import link_prediction
+from mgvae_jax import mgn
+
+DATASETS = ("cora", "citeseer", "synthetic")
+CLUSTERINGS = ("learned", "spectral", "kmeans")
+PRESETS = ("cpu", "paper", "test")
+NUM_NODES = {"cora": 2708, "citeseer": 3327, "synthetic": 48}  # checked against the data at load time
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkpredConfig:
+  """Everything `experiments.linkpred.train_and_evaluate` reads."""
+  dataset: str = "cora"
+  clustering: str = "learned"
+  preset: str = "cpu"
+  model: link_prediction.LinkPredictionConfig = link_prediction.LinkPredictionConfig()
+  num_nodes: int = 2708
+  # Edge split (VGAE's): fractions of the undirected edges held out, with as many non-edges each.
+  val_fraction: float = 0.05
+  test_fraction: float = 0.10
+  # Optimisation: one full-graph step per epoch.
+  epochs: int = 300
+  learning_rate: float = 0.01
+  grad_clip: float = 0.0  # none, as VGAE (clipping at 1 let the coarse levels' large BCE drown the finest level's)
+  temperature_start: float = 1.0
+  temperature_end: float = 0.3
+  temperature_decay_steps: int = 200
+  seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # each seed: its own edge split and initialisation
+  max_nonfinite_in_a_row: int = 20
+  # Model selection: validation AUC every eval_every epochs (and at the last); test read at the best one only.
+  eval_every: int = 10
+  # Fixed clusterings' settings (section 5.3: 10 eigenvectors; PCA to 10 dimensions).
+  spectral_dim: int = 10
+  pca_dim: int = 10
+  # Logging and checkpoints.
+  log_every: int = 50
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 2
+  kill_at_step: int = 0  # fault injection (tests): SIGKILL right after this step of the first seed
+
+  def __post_init__(self):
+    if self.dataset not in DATASETS:
+      raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
+    if self.clustering not in CLUSTERINGS:
+      raise ValueError(f"unknown clustering {self.clustering!r}; expected one of {CLUSTERINGS}")
+    for name in ("epochs", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
+                 "temperature_decay_steps", "spectral_dim", "pca_dim", "num_nodes"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("max_nonfinite_in_a_row", "kill_at_step"):
+      if int(getattr(self, name)) < 0:
+        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+      raise ValueError(f"seeds must be a non-empty tuple of distinct ints, got {self.seeds}")
+    if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):
+      raise ValueError(f"val_fraction and test_fraction must be positive with a sum below 1, got "
+                       f"{self.val_fraction}, {self.test_fraction}")
+    if not (self.learning_rate > 0 and self.temperature_start > 0 and self.temperature_end > 0):
+      raise ValueError("learning_rate, temperature_start and temperature_end must be positive")
+    want = "learned" if self.clustering == "learned" else "given"
+    if self.model.mgn.clustering != want:
+      raise ValueError(f"clustering={self.clustering!r} needs model.mgn.clustering={want!r}, got "
+                       f"{self.model.mgn.clustering!r}")
+    sizes = self.model.mgn.level_sizes(self.num_nodes)
+    for i, k in enumerate(self.model.mgn.num_clusters):
+      if k > sizes[i]:
+        raise ValueError(f"level {i} (bottom-up) has {sizes[i]} nodes, fewer than its {k} clusters")
+
+
+def _model(num_nodes: int, clustering: str, num_clusters: tuple[int, ...], capacity_factor: float, **kw
+           ) -> link_prediction.LinkPredictionConfig:
+  mgn_kw = dict(encoder_features=32, encoder_layers=1, latent_dim=32, cluster_features=32, cluster_layers=2,
+                pool_features=32)
+  mgn_kw.update(kw.pop("mgn", {}))
+  cfg = mgn.MGNConfig(num_clusters=num_clusters,
+                      capacity=link_prediction.default_capacity(num_nodes, num_clusters, capacity_factor),
+                      clustering="learned" if clustering == "learned" else "given", posterior="none",
+                      local_decoder="none", pool_top=False, **mgn_kw)
+  kw.setdefault("coarse_weight", 0.1)  # coarse BCEs start large (big pooled clusters); the finest level is the task
+  return link_prediction.LinkPredictionConfig(mgn=cfg, **kw)
+
+
+def get_config(dataset: str = "cora", clustering: str = "learned", preset: str = "cpu") -> LinkpredConfig:
+  """The named preset for `dataset` and `clustering`."""
+  if dataset not in DATASETS:
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+  if clustering not in CLUSTERINGS:
+    raise ValueError(f"unknown clustering {clustering!r}; expected one of {CLUSTERINGS}")
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")
+  if preset == "test":
+    n = NUM_NODES["synthetic"]
+    model = _model(n, clustering, (4, 2), 2.0, input_features=16, latent_dim=8,
+                   mgn=dict(encoder_features=8, latent_dim=8, cluster_features=8, cluster_layers=1, pool_features=8))
+    return LinkpredConfig(dataset="synthetic", clustering=clustering, preset=preset, model=model, num_nodes=n,
+                          epochs=6, seeds=(0, 1), eval_every=2, log_every=1, checkpoint_every=2,
+                          temperature_decay_steps=6, spectral_dim=4, pca_dim=4)
+  n = NUM_NODES[dataset]
+  levels = tuple(2 ** l for l in range(7, 0, -1))  # L = 7: 128, 64, ..., 2 clusters (section 5.3)
+  model = _model(n, clustering, levels, 2.0, input_features=64, latent_dim=128)
+  if preset == "paper":
+    return LinkpredConfig(dataset=dataset, clustering=clustering, preset=preset, model=model, num_nodes=n,
+                          epochs=2048, temperature_decay_steps=1500, eval_every=16, log_every=128,
+                          checkpoint_every=256)
+  return LinkpredConfig(dataset=dataset, clustering=clustering, preset=preset, model=model, num_nodes=n)

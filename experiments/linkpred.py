@@ -1,0 +1,277 @@
+r"""MGVAE link prediction on citation graphs (paper section 5.3): AUC / AP and balanced-cut statistics.
+
+  python -m experiments.linkpred --dataset=cora                          # learned clustering, the CPU default
+  python -m experiments.linkpred --dataset=citeseer --clustering=spectral
+  python -m experiments.linkpred --dataset=cora --preset=paper           # 2,048 epochs per seed
+
+Per seed (config.seeds): VGAE's edge split with that seed (85 % of the edges train; 5 % / 10 % validation / test,
+each with as many non-edges, none of them an edge of the full graph), a model initialised with that seed, full-graph
+training on the training edges only, and validation AUC every `eval_every` epochs. The reported test AUC / AP are
+those at the epoch of best validation AUC (model selection on validation only; the test scores of other epochs are
+never looked at). Scores of positive and negative pairs come from one float32 embedding and are ranked together in
+float64 (`evaluation.link_metrics.auc_ap`).
+
+Fixed clusterings ("spectral", "kmeans") are computed once per seed on the training graph (every level, then fed to
+the MGN as given ids). Balanced-cut statistics (Tables 7-8) are those of the bottom level's clustering at the end.
+
+Writes to --workdir (default runs/linkpred_<dataset>_<clustering>): config.json, seed_<s>/ (checkpoints/,
+metrics.jsonl, eval.jsonl, result.json) and metrics.json (mean ± std over seeds, time per epoch, peak memory).
+Running the same command again resumes each unfinished seed from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import trainer
+from experiments.configs import linkpred as linkpred_config
+from experiments.configs import overrides
+from mgvae_jax import fixed_clustering
+from mgvae_jax import graphs
+from mgvae_jax import link_prediction
+from mgvae_jax import training
+from mgvae_jax.data import planetoid
+from mgvae_jax.evaluation import link_metrics
+
+LinkpredConfig = linkpred_config.LinkpredConfig
+_EVAL_SETS = ("val", "test")
+
+
+def load_graph(config: LinkpredConfig) -> planetoid.Citation:
+  """The configured citation graph (the planted-partition graph for "synthetic"), checked against config.num_nodes."""
+  if config.dataset == "synthetic":
+    citation = planetoid.planted_partition(community_size=config.num_nodes // 4)
+  else:
+    citation = planetoid.load_planetoid(config.dataset)
+  if citation.num_nodes != config.num_nodes:
+    raise ValueError(f"{config.dataset} has {citation.num_nodes} nodes but config.num_nodes={config.num_nodes}")
+  return citation
+
+
+def _graph(citation: planetoid.Citation, adjacency: np.ndarray) -> graphs.GraphBatch:
+  n = citation.num_nodes
+  return graphs.GraphBatch(nodes=jnp.asarray(citation.features)[None], edges=jnp.asarray(adjacency)[None, ..., None],
+                           mask=jnp.ones((1, n), bool))  # [1, N, F], [1, N, N, 1], [1, N]
+
+
+def fixed_ids(config: LinkpredConfig, citation: planetoid.Citation, adjacency: np.ndarray, seed: int):
+  """Given ids per level ([1, N_l] each) for a fixed clustering of the training graph; None for a learned one."""
+  if config.clustering == "learned":
+    return None
+  ids = fixed_clustering.fixed_hierarchy(
+      adjacency, np.ones(citation.num_nodes, bool), config.model.mgn.num_clusters, config.clustering,
+      jax.random.PRNGKey(seed), features=citation.features, pca_dim=config.pca_dim, spectral_dim=config.spectral_dim)
+  return tuple(jnp.asarray(i)[None] for i in ids)
+
+
+def make_steps(config: LinkpredConfig):
+  """(model, optimizer, jitted train_step(state, graph, given), jitted eval_step(params, graph, given, pairs))."""
+  model = link_prediction.LinkMGVAE(config.model)
+  optimizer = trainer.make_optimizer(config)
+  temperature = trainer.temperature_fn(config)
+
+  @jax.jit
+  def train_step(state: training.TrainState, graph: graphs.GraphBatch, given):
+    key = jax.random.fold_in(state.key, state.step)  # a function of the checkpointed state: resume is exact
+    k_gumbel, k_latent = jax.random.split(key)
+
+    def loss_fn(params):
+      out = model.apply({"params": params}, graph, train=True, temperature=temperature(state.step), given_ids=given,
+                        rngs={"gumbel": k_gumbel, "latent": k_latent})
+      metrics = {"loss": out.loss[0], "edge": out.reconstruction[0, 0], "kl": out.kl[0],
+                 "balanced_cut": out.balanced_cut[0], "num_overflow": out.num_overflow[0]}
+      return out.loss.sum(), metrics
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state, guard = training.guarded_update(state, optimizer, loss, grads)
+    return new_state, dict(metrics, **guard)
+
+  @jax.jit
+  def eval_step(params, graph: graphs.GraphBatch, given, pairs: dict):
+    out = model.apply({"params": params}, graph, train=False, given_ids=given)
+    scores = {name: link_prediction.pair_scores(out.embedding[0], p) for name, p in pairs.items()}  # float32 each
+    return scores, out.cluster_ids[0][0], out.num_overflow[0]
+
+  return model, optimizer, train_step, eval_step
+
+
+def _read_records(path: str, upto: int) -> list[dict]:
+  """Evaluation records of steps <= upto (a resumed run redoes later ones)."""
+  if not os.path.exists(path):
+    return []
+  records = [json.loads(line) for line in open(path) if line.strip()]
+  return [r for r in records if r["step"] <= upto]
+
+
+def _write_lines(path: str, records: Sequence[dict]) -> None:
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    for r in records:
+      f.write(json.dumps(r, allow_nan=False) + "\n")
+  os.replace(tmp, path)
+
+
+def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, workdir: str,
+             stream: Optional[TextIO] = None, steps=None) -> dict:
+  """Split, train (resuming from workdir's checkpoints), select on validation; returns the seed's result.
+
+  steps: (model, optimizer, train_step, eval_step) to share across seeds (one compilation), or None to build them.
+  """
+  out = stream or sys.stdout
+  os.makedirs(workdir, exist_ok=True)
+  split = planetoid.split_edges(citation.edges, citation.num_nodes, seed, config.val_fraction, config.test_fraction)
+  adjacency = planetoid.train_adjacency(split)
+  graph = _graph(citation, adjacency)
+  given = fixed_ids(config, citation, adjacency, seed)
+  pairs = {"val_pos": split.val_edges, "val_neg": split.val_non_edges, "test_pos": split.test_edges,
+           "test_neg": split.test_non_edges}
+  pairs = {k: jnp.asarray(v, jnp.int32) for k, v in pairs.items()}
+  model, optimizer, train_step, eval_step = steps or make_steps(config)
+  state = training.create_train_state(model, optimizer, graph, seed, init_kwargs={"given_ids": given})
+  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
+                                       save_interval_steps=config.checkpoint_every)
+  state, restored = training.restore_or_init(manager, state)
+  start = int(state.step)
+  eval_path = os.path.join(workdir, "eval.jsonl")
+  records = _read_records(eval_path, start)
+  _write_lines(eval_path, records)
+  print(f"seed {seed}: {'resumed from epoch ' + str(start) if restored else 'initialised'}; {len(split.train_edges)} "
+        f"training edges, {len(split.val_edges)} / {len(split.test_edges)} validation / test edges (+ as many "
+        f"non-edges)", file=out, flush=True)
+  progress = training.Progress(config.epochs, config.log_every, os.path.join(workdir, "metrics.jsonl"), out)
+
+  def evaluate(step: int) -> dict:
+    scores, _, _ = eval_step(state.params, graph, given, pairs)
+    scores = jax.device_get(scores)
+    record = {"step": step}
+    for name in _EVAL_SETS:
+      record[name] = link_metrics.auc_ap(scores[f"{name}_pos"], scores[f"{name}_neg"])
+    with open(eval_path, "a") as f:
+      f.write(json.dumps(record, allow_nan=False) + "\n")
+    return record
+
+  t0 = time.perf_counter()
+  step = start
+  try:
+    while step < config.epochs:
+      state, metrics = train_step(state, graph, given)
+      step += 1
+      progress.update(step, metrics)
+      if step % config.eval_every == 0 or step == config.epochs:
+        records.append(evaluate(step))
+      if step % config.checkpoint_every == 0:
+        manager.save(state)
+      if config.kill_at_step and step == config.kill_at_step:
+        os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
+      training.check_nonfinite(state, config.max_nonfinite_in_a_row)
+    manager.save(state, force=True)
+  finally:
+    manager.wait()
+    manager.close()
+  seconds = time.perf_counter() - t0
+  if not records:
+    raise RuntimeError(f"seed {seed}: no evaluation records in {eval_path}")
+  best = max(records, key=lambda r: (r["val"]["auc"], -r["step"]))  # the earliest of equal validation AUCs
+  _, bottom_ids, overflow = jax.device_get(eval_step(state.params, graph, given, pairs))
+  result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
+            "final": records[-1], "balance": link_metrics.cluster_balance(np.asarray(bottom_ids),
+                                                                           config.model.mgn.num_clusters[0]),
+            "num_overflow": [int(x) for x in overflow],
+            "seconds_per_epoch": seconds / (config.epochs - start) if config.epochs > start else None,
+            "nonfinite_steps_total": int(state.nonfinite_total)}
+  tmp = os.path.join(workdir, "result.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=2, allow_nan=False)
+  os.replace(tmp, os.path.join(workdir, "result.json"))
+  return result
+
+
+def _mean_std(values: Sequence[float]) -> dict:
+  v = np.asarray(values, np.float64)
+  return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
+def train_and_evaluate(config: LinkpredConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
+  """Every seed, then metrics.json: test AUC / AP (mean ± std), balanced cuts, time per epoch, peak memory."""
+  os.makedirs(workdir, exist_ok=True)
+  trainer.write_config(config, workdir)
+  out = stream or sys.stdout
+  citation = load_graph(config)
+  print(f"{config.dataset}: {citation.num_nodes} nodes, {citation.num_features} features, {citation.num_edges} "
+        f"edges ({citation.num_self_loops_removed} self-loops dropped, {citation.num_isolated_nodes} isolated "
+        f"nodes, {citation.num_padded_test_nodes} featureless padded test ids); clustering {config.clustering}, "
+        f"levels {config.model.mgn.num_clusters}, capacity {config.model.mgn.capacity}", file=out, flush=True)
+  steps = make_steps(config)
+  results = [run_seed(config, citation, s, os.path.join(workdir, f"seed_{s}"), stream, steps) for s in config.seeds]
+  report = {
+      "dataset": config.dataset, "clustering": config.clustering, "preset": config.preset,
+      "test": {m: _mean_std([r["test"][m] for r in results]) for m in ("auc", "ap")},
+      "val": {m: _mean_std([r["val"][m] for r in results]) for m in ("auc", "ap")},
+      "balance": {k: _mean_std([r["balance"][k] for r in results]) for k in ("min", "max", "std", "kl")},
+      "num_overflow_bottom": _mean_std([r["num_overflow"][0] for r in results]),
+      "seconds_per_epoch": _mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
+                           if any(r["seconds_per_epoch"] for r in results) else None,
+      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      "seeds": results,
+  }
+  tmp = os.path.join(workdir, "metrics.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(report, f, indent=2, allow_nan=False)
+  os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  print(format_table(report), file=out, flush=True)
+  return report
+
+
+def format_table(report: dict) -> str:
+  """AUC / AP in percent (mean ± std over seeds) and the bottom level's balanced-cut statistics, as markdown."""
+  t, b = report["test"], report["balance"]
+  pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
+  lines = ["| data set | clustering | AUC | AP | min | max | std | KL |", "|---|---|---|---|---|---|---|---|",
+           f"| {report['dataset']} | {report['clustering']} | {pct(t['auc'])} | {pct(t['ap'])} | "
+           f"{b['min']['mean']:.0f} | {b['max']['mean']:.0f} | {b['std']['mean']:.2f} | {b['kl']['mean']:.3f} |"]
+  return "\n".join(lines)
+
+
+# --- Command line. -------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
+  try:
+    config = overrides.apply(linkpred_config.get_config(f.dataset, f.clustering, f.preset), f.set)
+  except ValueError as exc:  # bad flags: the message, not a traceback
+    raise app.UsageError(str(exc)) from exc
+  train_and_evaluate(config, f.workdir or os.path.join("runs", f"linkpred_{config.dataset}_{config.clustering}"))
+
+
+def define_flags() -> None:
+  """Flags, defined only when run as a program (importing this module defines none)."""
+  flags.DEFINE_enum("dataset", "cora", linkpred_config.DATASETS, "Citation graph (synthetic: a planted partition).")
+  flags.DEFINE_enum("clustering", "learned", linkpred_config.CLUSTERINGS,
+                    "learned (learning to cluster), or the fixed spectral / kmeans baselines of section 5.3.")
+  flags.DEFINE_enum("preset", "cpu", linkpred_config.PRESETS,
+                    "cpu: the paper's model, fewer epochs; paper: section 5.3's settings; test: seconds.")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/linkpred_<dataset>_<clustering>.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. epochs=1000 (repeatable).")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

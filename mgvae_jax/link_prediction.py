@@ -1,0 +1,228 @@
+"""MGVAE for link prediction on one large graph (paper section 5.3): embeddings per level, scored by inner products.
+
+The whole graph is one padded graph (B = 1 in practice, any B works). Data flow, with N nodes and levels bottom-up:
+
+  input encoder:   GCN layers on the training graph, D^-1/2 (A + I) D^-1/2 H W   nodes [B, N, F] -> h [B, N, H]
+  hierarchy:       the deterministic MGN (mgn.py) on (h, A): per level a clustering (learned, or fixed ids computed
+                   once), local second-order encoders on each cluster's padded slots [B, K, C, C, .], pooling and
+                   coarsening; per level the level's node features x_l and local latents u_l [B, N_l, .]
+  posterior:       per level q(z_l) = N(mu_l, diag sigma_l^2) from Dense heads on [x_l || u_l]     [B, N_l, d]
+  decoder:         per level logits z_l z_l^T against the level's adjacency (A > 0), weighted BCE
+  link scores:     finest: z_i . z_j with z = mu_L; multiresolution: the same on [z_L || z_{L-1}[parent] || ...],
+                   i.e. the sum over levels of the inner products of i's and j's ancestors (trained that way too)
+
+Why the posterior reads [x_l || u_l] and not the local latents alone: with a capacity C per cluster (needed at Cora's
+size; N x N x channels at the finest level would not fit), a node whose cluster is over capacity has no local latent
+(hierarchy.py reports it as overflow). The level's own features (the GCN output at the finest level) still give it a
+posterior, so every node is scored; the local encoders refine what they can see. Fixed clusterings with a giant
+cluster (Table 7's spectral baseline: one cluster of 2,020 of 2,708 nodes) therefore degrade to the input encoder,
+not to garbage.
+
+Loss per graph: finest BCE + coarse_weight * sum of coarse BCEs + kl_weight * sum_l KL_l / N_l^2 (VGAE's scaling:
+the mean per-node KL divided by N) + cut_weight * sum_l balanced cut (eq. 2, learned clustering only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mgvae_jax import clustering as clustering_lib
+from mgvae_jax import decoders
+from mgvae_jax import distributions
+from mgvae_jax import equivariant
+from mgvae_jax import graphs
+from mgvae_jax import mgn as mgn_lib
+
+Array = jnp.ndarray
+
+SCORES = ("finest", "multiresolution")
+
+
+def default_capacity(num_nodes: int, num_clusters: Sequence[int], factor: float = 2.0, minimum: int = 8
+                     ) -> tuple[int, ...]:
+  """Per-level cluster capacity: `factor` times the balanced size ceil(N_l / K_l), at least `minimum`, at most N_l."""
+  sizes = (int(num_nodes),) + tuple(int(k) for k in num_clusters)
+  return tuple(min(n, max(int(minimum), int(np.ceil(factor * np.ceil(n / k))))) for n, k in zip(sizes, num_clusters))
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkPredictionConfig:
+  """Everything `LinkMGVAE` reads. `mgn` must be deterministic (posterior "none"): the posteriors are this module's."""
+  mgn: mgn_lib.MGNConfig = mgn_lib.MGNConfig(num_clusters=(4, 2), posterior="none", local_decoder="none",
+                                             pool_top=False)
+  input_layers: int = 1  # GCN layers on the whole graph before the hierarchy (0: a Dense projection only)
+  input_features: int = 64
+  latent_dim: int = 128
+  score: str = "finest"
+  kl_weight: float = 1.0
+  cut_weight: float = 1.0
+  coarse_weight: float = 1.0
+  init_scale: float = 0.1  # posterior sigma at initialisation
+
+  def __post_init__(self):
+    if self.mgn.posterior != "none":
+      raise ValueError("LinkPredictionConfig.mgn.posterior must be 'none': the hierarchy is deterministic and "
+                       "LinkMGVAE owns the per-level posteriors")
+    if self.score not in SCORES:
+      raise ValueError(f"LinkPredictionConfig.score must be one of {SCORES}, got {self.score!r}")
+    if self.input_layers < 0 or self.input_features < 1 or self.latent_dim < 1:
+      raise ValueError(f"LinkPredictionConfig needs input_layers >= 0, input_features >= 1, latent_dim >= 1, got "
+                       f"{self.input_layers}, {self.input_features}, {self.latent_dim}")
+    for name in ("kl_weight", "cut_weight", "coarse_weight"):
+      if not getattr(self, name) >= 0:
+        raise ValueError(f"LinkPredictionConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+
+def gcn_normalize(adjacency: Array, mask: Array) -> Array:
+  """D^-1/2 (A + I) D^-1/2 over real nodes (Kipf & Welling's renormalisation).  [N, N], [N] -> [N, N]."""
+  pm = equivariant.pair_mask(mask)
+  a = jnp.where(pm, adjacency, 0.0) + jnp.diag(mask.astype(adjacency.dtype))
+  deg = a.sum(1)
+  inv_sqrt = jnp.where(deg > 0, jax.lax.rsqrt(jnp.where(deg > 0, deg, 1.0)), 0.0)
+  return inv_sqrt[:, None] * a * inv_sqrt[None, :]
+
+
+def ancestors(ids: Sequence[Array], num_nodes: int) -> list[Array]:
+  """For each level bottom-up, the slot of every finest node's ancestor there: [arange(N), ids_L, ids_{L-1}[ids_L], ...].
+
+  ids: the clustering ids of each level ([N_l], K_l on padded nodes; clamped, padded nodes are masked anyway).
+  Returns len(ids) arrays [N] (the finest level and each coarser level that has latents; the last ids lead to the
+  pooled top, which has none).
+  """
+  out = [jnp.arange(num_nodes)]
+  for level_ids in ids[:-1]:
+    out.append(level_ids[jnp.minimum(out[-1], level_ids.shape[0] - 1)])
+  return out
+
+
+def multiresolution_embedding(latents: Sequence[Array], ids: Sequence[Array]) -> Array:
+  """[z_L || z_{L-1}[parent] || ...] for one graph: latents [N_l, d] per level, ids [N_l] per level -> [N, levels d].
+
+  Inner products of these rows are sums over levels of the inner products of ancestors: two nodes in the same
+  coarse cluster share that level's term.
+  """
+  anc = ancestors(ids, latents[0].shape[0])
+  parts = [z[jnp.minimum(a, z.shape[0] - 1)] for z, a in zip(latents, anc)]
+  return jnp.concatenate(parts, axis=-1)
+
+
+def pair_scores(embedding: Array, pairs: Array) -> Array:
+  """Logits z_i . z_j of node pairs: embedding [N, d], pairs [P, 2] int -> [P] (one dtype for every pair)."""
+  return jnp.einsum("pd,pd->p", embedding[pairs[:, 0]], embedding[pairs[:, 1]])
+
+
+@flax.struct.dataclass
+class LinkOutput:
+  """Per-graph loss terms ([B] or [B, levels] bottom-up) and the embeddings to score pairs with."""
+  loss: Array  # [B]
+  reconstruction: Array  # [B, levels] BCE per level (finest first)
+  kl: Array  # [B, levels] KL_l (not yet divided by N_l^2)
+  balanced_cut: Array  # [B, levels]
+  num_overflow: Array  # [B, levels] nodes over their cluster's capacity
+  embedding: Array  # [B, N, d or levels d] what pair_scores reads (posterior means when not training)
+  cluster_ids: tuple  # per level [B, N_l] int32
+  hierarchy: mgn_lib.MGNOutput
+
+
+class GCNLayer(nn.Module):
+  """relu(A_hat H W), Glorot-initialised (section 5.3). a_hat [B, N, N] (gcn_normalize), h [B, N, F], mask [B, N]."""
+  features: int
+
+  @nn.compact
+  def __call__(self, a_hat: Array, h: Array, mask: Array) -> Array:
+    hw = nn.Dense(self.features, use_bias=False, kernel_init=nn.initializers.glorot_uniform())(h)  # [B, N, H]
+    return nn.relu(jnp.einsum("bij,bjc->bic", a_hat, hw)) * mask[..., None].astype(hw.dtype)
+
+
+def _level_bce(logits: Array, adjacency: Array, mask: Array) -> Array:
+  """Weighted BCE of logits [B, n, n] against adjacency > 0 over real off-diagonal pairs, per graph [B].
+
+  The positive weight is the level's own non-edge / edge ratio (VGAE's pos_weight), a constant of the data.
+  """
+  n = mask.shape[-1]
+  pm = (mask[:, :, None] & mask[:, None, :]) & ~jnp.eye(n, dtype=bool)
+  target = (adjacency > 0) & pm
+  pos = target.sum((1, 2)).astype(logits.dtype)
+  neg = pm.sum((1, 2)).astype(logits.dtype) - pos
+  pos_weight = jax.lax.stop_gradient(jnp.where(pos > 0, neg / jnp.maximum(pos, 1.0), 1.0))[:, None, None]
+  return mgn_lib.masked_bce(logits, target, pm, pos_weight, axes=(1, 2))
+
+
+def _noise_free_cut(level: mgn_lib.LevelOutput, temperature: float | Array) -> Array:
+  """Eq. 2 on the argmax assignment (softmax gradient) of a learned clustering's logits, per graph [B]."""
+  if level.cluster_logits is None:  # a one-cluster level: nothing to balance
+    return jnp.zeros(level.mask.shape[:1], level.latents.dtype)
+  hard = jax.vmap(lambda x, m: clustering_lib.straight_through_assignment(x, m, None, temperature).assignment)(
+      level.cluster_logits, level.mask)  # [B, N, K]
+  return jax.vmap(clustering_lib.balanced_cut_kl)(hard, level.mask)
+
+
+class LinkMGVAE(nn.Module):
+  """__call__(graph, train=..., temperature=..., given_ids=...) -> LinkOutput.
+
+  graph: nodes [B, N, F] (any features), edges [B, N, N, 1] (the training graph), mask [B, N]. rng streams when
+  training: `gumbel` (learned clustering) and `latent` (posterior samples). given_ids: fixed clusterings' ids per
+  level ([B, N_l] each), with mgn.clustering = "given".
+  """
+  config: LinkPredictionConfig
+
+  @nn.compact
+  def __call__(self, graph: graphs.GraphBatch, *, train: bool, temperature: float | Array = 1.0,
+               given_ids: Optional[Sequence[Array]] = None) -> LinkOutput:
+    cfg = self.config
+    mask = graph.mask
+    adjacency = graph.edges.sum(-1)  # [B, N, N]
+    a_hat = jax.vmap(gcn_normalize)(adjacency, mask)
+    h = graph.nodes
+    for i in range(cfg.input_layers):
+      h = GCNLayer(cfg.input_features, name=f"gcn_{i}")(a_hat, h, mask)
+    if cfg.input_layers == 0:
+      h = nn.Dense(cfg.input_features, kernel_init=nn.initializers.glorot_uniform(), name="project")(h)
+      h = h * mask[..., None].astype(h.dtype)
+    out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h), train=train, temperature=temperature,
+                                           given_ids=given_ids)
+    latents, recon, kls = [], [], []
+    for i, lv in enumerate(out.levels):
+      m = lv.mask[..., None].astype(lv.latents.dtype)
+      x = jnp.concatenate([lv.nodes, lv.latents], axis=-1)  # [B, N_l, F_l + d_local]
+      mean = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.glorot_uniform(), name=f"mean_{i}")(x) * m
+      raw = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.normal(0.01),
+                     bias_init=nn.initializers.constant(np.log(np.expm1(cfg.init_scale))), name=f"scale_{i}")(x)
+      scale = (jax.nn.softplus(raw) + 1e-4) * m
+      z = mean
+      if train:
+        eps = jax.random.normal(self.make_rng("latent"), mean.shape, mean.dtype)
+        z = jax.vmap(distributions.sample_diagonal)(mean, scale, lv.mask, eps)
+      latents.append(z)
+      kls.append(jax.vmap(distributions.standard_normal_kl_diagonal)(mean, jnp.where(m > 0, scale, 1.0), lv.mask))
+    ids = [lv.clustering.ids for lv in out.levels]
+    if cfg.score == "multiresolution":
+      embedding = jax.vmap(multiresolution_embedding)(latents, ids)  # [B, N, levels d]
+    else:
+      embedding = latents[0]
+    # Finest level: the link scores' own logits; coarse levels: their latents against the coarsened adjacency.
+    recon.append(_level_bce(jax.vmap(decoders.dot_product_logits)(embedding, mask), adjacency, mask))
+    for lv, z in zip(out.levels[1:], latents[1:]):
+      recon.append(_level_bce(jax.vmap(decoders.dot_product_logits)(z, lv.mask), lv.edges.sum(-1), lv.mask))
+    recon = jnp.stack(recon, -1)  # [B, levels]
+    kl = jnp.stack(kls, -1)  # [B, levels]
+    sizes = jnp.stack([lv.mask.sum(-1) for lv in out.levels], -1).astype(kl.dtype)  # [B, levels]
+    cut = out.balanced_cut
+    if cfg.mgn.clustering != "learned":
+      cut = jnp.zeros_like(cut)  # a fixed clustering has nothing to learn; reported by the caller's statistics
+    else:
+      # Eq. 2 on the noise-free assignment as well (argmax forward, softmax gradient): with K = 128 the Gumbel noise
+      # dominates small logits, so the noisy clusters are balanced by the noise alone while the argmax used at
+      # evaluation put 2,000 of Cora's 2,708 nodes in one cluster.
+      cut = cut + jnp.stack([_noise_free_cut(lv, temperature) for lv in out.levels], -1)
+    loss = (recon[:, 0] + cfg.coarse_weight * recon[:, 1:].sum(-1)
+            + cfg.kl_weight * (kl / jnp.maximum(sizes, 1.0) ** 2).sum(-1) + cfg.cut_weight * cut.sum(-1))
+    return LinkOutput(loss=loss, reconstruction=recon, kl=kl, balanced_cut=out.balanced_cut,
+                      num_overflow=out.num_overflow, embedding=embedding, cluster_ids=tuple(ids), hierarchy=out)
