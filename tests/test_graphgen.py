@@ -30,6 +30,22 @@ def test_split_is_gdss_first_fifth_and_disjoint(dataset, count, test_count):
   assert all(nx.is_connected(g) for g in graphs)
 
 
+def test_bfs_order_starts_at_the_hub_and_keeps_the_graph():
+  star = nx.relabel_nodes(nx.star_graph(4), {0: 7, 1: 0, 2: 1, 3: 2, 4: 3})  # hub is node 7, listed last
+  order = graph_datasets.bfs_order(star)
+  assert order[0] == 7 and sorted(order) == sorted(star.nodes)
+  g = nx.disjoint_union(nx.path_graph(3), nx.star_graph(3))  # components in turn, the denser hub first
+  order = graph_datasets.bfs_order(g)
+  assert order[0] == 3 and set(order[:4]) == {3, 4, 5, 6} and order[4] == 1
+  # The batch in BFS order is the same graph, the hub in slot 0.
+  batch = graph_datasets.to_batch([star], 6, node_order="bfs")
+  assert batch.edges[0, 0, 1:5, 0].sum() == 4
+  probs = {"node": batch.nodes, "edge": batch.edges[..., 0]}
+  assert nx.is_isomorphic(graph_datasets.decode(probs)[0], star)
+  with pytest.raises(ValueError, match="node_order"):
+    graph_datasets.to_batch([star], 6, node_order="dfs")
+
+
 def test_batch_and_decode_round_trip():
   graphs = [nx.cycle_graph(5), nx.path_graph(3), nx.star_graph(4)]
   batch = graph_datasets.to_batch(graphs, 6)
