@@ -25,7 +25,6 @@ from typing import Optional, Sequence, TextIO
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import networkx as nx
 import numpy as np
@@ -148,17 +147,15 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  try:
+
+  def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = overrides.apply(graphgen_config.get_config(f.dataset, f.preset), f.set)
     sharding.check_batch_size(config.batch_size, sharding.data_mesh())
-  except ValueError as exc:  # bad flags: the message, not a traceback
-    raise app.UsageError(str(exc)) from exc
+    return config
+
+  config = trainer.config_from_main(argv, build)
   train_and_evaluate(config, f.workdir or os.path.join("runs", f"graphgen_{config.dataset}"))
 
 

@@ -24,14 +24,12 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import sys
 import time
 from typing import Optional, Sequence, TextIO
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,14 +167,9 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
     while step < config.epochs:
       state, metrics = train_step(state, graph, given)
       step += 1
-      progress.update(step, metrics)
-      if step % config.eval_every == 0 or step == config.epochs:
+      if step % config.eval_every == 0 or step == config.epochs:  # before the checkpoint that would skip it
         records.append(evaluate(step))
-      if step % config.checkpoint_every == 0:
-        manager.save(state)
-      if config.kill_at_step and step == config.kill_at_step:
-        os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
-      training.check_nonfinite(state, config.max_nonfinite_in_a_row)
+      trainer.end_of_step(config, state, step, metrics, progress, manager)
     manager.save(state, force=True)
   finally:
     manager.wait()
@@ -249,15 +242,9 @@ def format_table(report: dict) -> str:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  try:
-    config = overrides.apply(linkpred_config.get_config(f.dataset, f.clustering, f.preset), f.set)
-  except ValueError as exc:  # bad flags: the message, not a traceback
-    raise app.UsageError(str(exc)) from exc
+  config = trainer.config_from_main(
+      argv, lambda: overrides.apply(linkpred_config.get_config(f.dataset, f.clustering, f.preset), f.set))
   train_and_evaluate(config, f.workdir or os.path.join("runs", f"linkpred_{config.dataset}_{config.clustering}"))
 
 

@@ -23,7 +23,6 @@ from typing import Optional, Sequence, TextIO
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -180,17 +179,15 @@ def config_from_flags() -> MolgenConfig:
 
 
 def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; progress lines are printed anyway
-  try:
-    f = flags.FLAGS
+  f = flags.FLAGS
+
+  def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = config_from_flags()
     sharding.check_batch_size(config.batch_size, sharding.data_mesh())
-  except ValueError as exc:  # bad flags: the message, not a traceback
-    raise app.UsageError(str(exc)) from exc
+    return config
+
+  config = trainer.config_from_main(argv, build)
   train_and_evaluate(config, flags.FLAGS.workdir or os.path.join("runs", f"molgen_{config.dataset}"))
 
 

@@ -87,6 +87,34 @@ def write_config(config, workdir: str) -> None:
     os.replace(tmp, path)
 
 
+def end_of_step(config, state, step: int, metrics, progress: training.Progress,
+                manager: training.CheckpointManager) -> None:
+  """After train step `step`: log when due (metrics reach the host only then), checkpoint when due, the fault
+  injection of config.kill_at_step, and the stop after config.max_nonfinite_in_a_row non-finite steps."""
+  progress.update(step, metrics)
+  if step % config.checkpoint_every == 0:
+    manager.save(state)
+  if config.kill_at_step and step == config.kill_at_step:
+    os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
+  training.check_nonfinite(state, config.max_nonfinite_in_a_row)
+
+
+def config_from_main(argv, build):
+  """A binary's main prologue: no stray arguments, WARNING logging unless --verbosity is given (orbax logs every
+  save at INFO; progress lines are printed anyway), then build() -> config, a ValueError becoming a usage message."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    return build()
+  except ValueError as exc:  # bad flags: the message, not a traceback
+    raise app.UsageError(str(exc)) from exc
+
+
 def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh, stream: Optional[TextIO] = None,
           what: str = "graphs") -> tuple[Any, dict]:
   """Restore-or-init, then train to config.num_steps with checkpoints; returns (state, summary).
@@ -124,12 +152,7 @@ def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh,
         batch, graph_mask = sharding.shard_batch((batch, graph_mask), mesh)
         state, step_metrics = step_fn(state, batch, graph_mask)
         step += 1
-        progress.update(step, step_metrics)  # fetched to host only on logging steps
-        if step % config.checkpoint_every == 0:
-          manager.save(state)
-        if config.kill_at_step and step == config.kill_at_step:
-          os.kill(os.getpid(), signal.SIGKILL)  # fault injection: no cleanup, a save may be in flight
-        training.check_nonfinite(state, config.max_nonfinite_in_a_row)
+        end_of_step(config, state, step, step_metrics, progress, manager)
     manager.save(state, force=True)
   finally:
     manager.wait()  # a stop on non-finite losses still leaves every started save committed

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.configs import molgen as molgen_config
+from experiments.configs import overrides
 from mgvae_jax import mgn
 from mgvae_jax import vae
 from mgvae_jax.data import graph_datasets
@@ -63,13 +64,9 @@ class GraphgenConfig:
   def __post_init__(self):
     if self.dataset not in DATASETS:
       raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
-    for name in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_seeds",
-                 "sample_batch_size", "temperature_decay_steps", "grid_columns"):
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("max_nonfinite_in_a_row", "kill_at_step"):
-      if int(getattr(self, name)) < 0:
-        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    overrides.check_at_least(self, ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                                    "eval_seeds", "sample_batch_size", "temperature_decay_steps", "grid_columns"), 1)
+    overrides.check_at_least(self, ("max_nonfinite_in_a_row", "kill_at_step"), 0)
     if not self.num_generated or any(int(n) < 0 for n in self.num_generated):
       raise ValueError(f"num_generated must list graph counts >= 0 (0: the test set's size), got "
                        f"{self.num_generated}")

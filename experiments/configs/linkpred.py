@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from experiments.configs import overrides
 from mgvae_jax import link_prediction
 from mgvae_jax import mgn
 
@@ -58,13 +59,9 @@ class LinkpredConfig:
       raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
     if self.clustering not in CLUSTERINGS:
       raise ValueError(f"unknown clustering {self.clustering!r}; expected one of {CLUSTERINGS}")
-    for name in ("epochs", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
-                 "temperature_decay_steps", "spectral_dim", "pca_dim", "num_nodes"):
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("max_nonfinite_in_a_row", "kill_at_step"):
-      if int(getattr(self, name)) < 0:
-        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    overrides.check_at_least(self, ("epochs", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints",
+                                    "temperature_decay_steps", "spectral_dim", "pca_dim", "num_nodes"), 1)
+    overrides.check_at_least(self, ("max_nonfinite_in_a_row", "kill_at_step"), 0)
     if not self.seeds or len(set(self.seeds)) != len(self.seeds):
       raise ValueError(f"seeds must be a non-empty tuple of distinct ints, got {self.seeds}")
     if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from experiments.configs import overrides
 from mgvae_jax import mgn
 from mgvae_jax import vae
 from mgvae_jax.chem import featurise
@@ -71,12 +72,8 @@ class MolgenConfig:
       raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
     positive = ("num_train", "batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
                 "num_samples", "sample_batch_size", "temperature_decay_steps")
-    for name in positive:
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("num_test", "max_nonfinite_in_a_row", "kill_at_step", "grid_molecules"):
-      if int(getattr(self, name)) < 0:
-        raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    overrides.check_at_least(self, positive, 1)
+    overrides.check_at_least(self, ("num_test", "max_nonfinite_in_a_row", "kill_at_step", "grid_molecules"), 0)
     if self.interpolation_steps < 2:
       raise ValueError(f"interpolation_steps must be >= 2, got {self.interpolation_steps}")
     if not (self.learning_rate > 0 and self.temperature_start > 0 and self.temperature_end > 0):

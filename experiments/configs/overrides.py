@@ -15,6 +15,13 @@ import dataclasses
 from typing import Any, Sequence
 
 
+def check_at_least(config: Any, names: Sequence[str], minimum: int) -> None:
+  """Raise ValueError naming the first of `names` whose (integer) value in `config` is below `minimum`."""
+  for name in names:
+    if int(getattr(config, name)) < minimum:
+      raise ValueError(f"{name} must be >= {minimum}, got {getattr(config, name)}")
+
+
 def _parse(text: str) -> Any:
   try:
     return ast.literal_eval(text)

@@ -13,6 +13,7 @@ them, then drops isolated nodes, as GDSS's `adjs_to_graphs` does before evaluati
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from typing import Optional, Sequence, Union
@@ -92,9 +93,9 @@ def bfs_order(g: nx.Graph) -> list:
     if root in seen:
       continue
     seen.add(root)
-    queue = [root]
+    queue = collections.deque([root])
     while queue:
-      v = queue.pop(0)
+      v = queue.popleft()
       order.append(v)
       for u in sorted(g.neighbors(v), key=key):
         if u not in seen:
