@@ -95,6 +95,15 @@ def coarsen(adjacency: Array, clustering: Clustering, mask: Array) -> Array:
   return coarse * (1.0 - 0.5 * jnp.eye(k, dtype=coarse.dtype))
 
 
+def node_standardize(x: Array, mask: Array, eps: float = 1e-5) -> Array:
+  """Each channel centred and scaled over the real nodes of one graph: [N, C], [N] -> [N, C] (0 on padded nodes)."""
+  m = mask[:, None].astype(x.dtype)
+  n = equivariant.num_real(mask, x.dtype)
+  mean = (x * m).sum(0) / n  # [C]
+  var = (((x - mean) * m) ** 2).sum(0) / n
+  return (x - mean) * jax.lax.rsqrt(var + eps) * m
+
+
 class LearnedClustering(nn.Module):
   """c^(l) of Definition 3.4: an equivariant GNN gives logits [B, N, K]; Gumbel-max straight-through when training,
   argmax when not (deterministic). Gumbel noise comes from the `gumbel` rng stream unless passed in (tests pass a
@@ -102,12 +111,19 @@ class LearnedClustering(nn.Module):
 
   order=1: `layers` FirstOrderMPNN steps on node features; order=2: SecondOrderLayer steps on the promoted
   second-order tensor, contracted to first order. A final per-node Dense gives the K logits.
+
+  norm=True standardises each channel over the graph's real nodes before that Dense (`node_standardize`, GraphNorm
+  style; equivariant, its statistics are invariant). Node features on a large graph share a strong common component
+  (Cora's GCN outputs; coarse levels' pooled sums, whose scale grows with cluster size), so without it the logits
+  barely vary across nodes, the argmax puts nearly every node in one cluster, and the saturated softmax gives the
+  balanced cut no gradient to undo it.
   """
   num_clusters: int
   order: int = 1
   features: int = 32
   layers: int = 2
   activation: Callable[[Array], Array] = nn.relu
+  norm: bool = False
 
   @nn.compact
   def __call__(self, nodes: Array, edges: Array, mask: Array, *, train: bool, temperature: float | Array = 1.0,
@@ -125,6 +141,10 @@ class LearnedClustering(nn.Module):
       for _ in range(self.layers):
         h2 = equivariant.SecondOrderLayer(self.features, activation=self.activation, self_term=True)(a, h2, mask)
       h = jax.vmap(equivariant.contract_to_first_order)(h2, mask)  # [B, N, 2 features]
+    if self.norm:
+      h = jax.vmap(node_standardize)(h, mask)
+      h = h * self.param("norm_scale", nn.initializers.ones, (h.shape[-1],)) + self.param(
+          "norm_bias", nn.initializers.zeros, (h.shape[-1],))
     logits = nn.Dense(self.num_clusters)(h)  # [B, N, K]
     if train and noise is None:
       noise = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, logits.dtype)

@@ -55,6 +55,12 @@ class MGNConfig:
   cluster_order: int = 1  # order of the clustering GNN
   cluster_features: int = 32
   cluster_layers: int = 2
+  cluster_norm: bool = False  # standardise node features before the clustering logits (clustering.LearnedClustering)
+  # Whether a learned clustering's assignment carries straight-through gradients from the rest of the model (the
+  # pooling's member weights and the coarse adjacency). False: it learns from the balanced cut alone. (On Cora the
+  # reconstruction's gradient through the assignment only sharpened each node's own-cluster probability: the softmax
+  # saturated, the balanced cut lost its gradient, and the argmax collapsed into a few clusters.)
+  cluster_task_gradient: bool = True
   kmeans_pca_dim: Optional[int] = None  # PCA before K-means on features (clustering="kmeans")
   encoder_order: int = 2  # order of the local encoders
   encoder_features: int = 32
@@ -267,7 +273,7 @@ class MGN(nn.Module):
       elif cfg.clustering == "learned":
         clus, cluster_logits = clustering_lib.LearnedClustering(
             num_clusters=k, order=cfg.cluster_order, features=cfg.cluster_features, layers=cfg.cluster_layers,
-            name=f"cluster_{i}")(nodes, edges, mask, train=train, temperature=temperature,
+            norm=cfg.cluster_norm, name=f"cluster_{i}")(nodes, edges, mask, train=train, temperature=temperature,
                                  noise=None if noise is None else noise[i])
       else:
         if cfg.clustering == "given":
@@ -280,6 +286,9 @@ class MGN(nn.Module):
             ids = jax.vmap(lambda x, m: fixed_clustering.feature_kmeans_clustering(
                 x, m, k, key, pca_dim=cfg.kmeans_pca_dim))(nodes, mask)
         clus = jax.vmap(clustering_lib.clustering_from_ids, in_axes=(0, 0, None))(ids, mask, k)
+      cut = jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask)  # [B]
+      if not cfg.cluster_task_gradient:
+        clus = clus.replace(assignment=jax.lax.stop_gradient(clus.assignment))
       slots = hierarchy.batched_cluster_slots(clus.ids, mask, k, capacity)  # [B, K, C]
       # e_local on every cluster's induced subgraph, the clusters batched as small graphs.
       node_blocks = jax.vmap(hierarchy.gather_nodes)(nodes, slots)  # [B, K, C, F]
@@ -332,7 +341,7 @@ class MGN(nn.Module):
       levels.append(LevelOutput(
           nodes=level_nodes, edges=edges, mask=mask, clustering=clus, cluster_logits=cluster_logits, slots=slots,
           latents=latents, local_logits=local_logits, global_logits=global_logits,
-          balanced_cut=jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask), **post))
+          balanced_cut=cut, **post))
       nodes, edges, mask = coarse_nodes, coarse_adj[..., None], clus.coarse_mask
     return MGNOutput(levels=tuple(levels), top=graphs.GraphBatch(nodes=nodes, edges=edges, mask=mask))
 

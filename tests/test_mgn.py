@@ -114,6 +114,29 @@ def test_every_parameter_gets_a_gradient_in_one_step(kwargs, recon):
   assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
 
 
+@pytest.mark.parametrize("task_gradient", [True, False])
+def test_cluster_task_gradient_switch(task_gradient):
+  """cluster_task_gradient=False: the clustering's parameters learn from the balanced cut alone."""
+  cfg = mgn.MGNConfig(num_clusters=(3, 2, 1), local_decoder="none", cluster_norm=True,
+                      cluster_task_gradient=task_gradient, **SMALL)
+  model = mgn.MGNPredictor(cfg, num_outputs=1, hidden=(8,))
+  batch = _batch(6, sizes=(6, 7, 8, 8))
+  params = _init(model, batch)
+
+  def grads(with_cut):
+    def loss(p):
+      pred, out = model.apply(p, batch, train=True, rngs={"gumbel": jax.random.PRNGKey(3)})
+      return (pred ** 2).sum() + (out.balanced_cut.sum() if with_cut else 0.0)
+    g = jax.grad(loss)(params)["params"]["mgn"]
+    return max(float(np.abs(np.asarray(x)).max()) for x in jax.tree_util.tree_leaves(g["cluster_0"]))
+
+  assert grads(with_cut=True) > 0
+  if task_gradient:
+    assert grads(with_cut=False) > 0
+  else:
+    assert grads(with_cut=False) == 0.0
+
+
 def test_supervised_mgn_trains():
   cfg = mgn.MGNConfig(num_clusters=(2, 1), local_decoder="none", **SMALL)
   model = mgn.MGNPredictor(cfg, num_outputs=1, hidden=(16,))
