@@ -106,22 +106,6 @@ def make_steps(config: LinkpredConfig):
   return model, optimizer, train_step, eval_step
 
 
-def _read_records(path: str, upto: int) -> list[dict]:
-  """Evaluation records of steps <= upto (a resumed run redoes later ones)."""
-  if not os.path.exists(path):
-    return []
-  records = [json.loads(line) for line in open(path) if line.strip()]
-  return [r for r in records if r["step"] <= upto]
-
-
-def _write_lines(path: str, records: Sequence[dict]) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    for r in records:
-      f.write(json.dumps(r, allow_nan=False) + "\n")
-  os.replace(tmp, path)
-
-
 def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, workdir: str,
              stream: Optional[TextIO] = None, steps=None) -> dict:
   """Split, train (resuming from workdir's checkpoints), select on validation; returns the seed's result.
@@ -144,8 +128,8 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
   state, restored = training.restore_or_init(manager, state)
   start = int(state.step)
   eval_path = os.path.join(workdir, "eval.jsonl")
-  records = _read_records(eval_path, start)
-  _write_lines(eval_path, records)
+  records = trainer.read_records(eval_path, start)
+  trainer.write_json(eval_path, records, lines=True)
   print(f"seed {seed}: {'resumed from epoch ' + str(start) if restored else 'initialised'}; {len(split.train_edges)} "
         f"training edges, {len(split.val_edges)} / {len(split.test_edges)} validation / test edges (+ as many "
         f"non-edges)", file=out, flush=True)
@@ -185,16 +169,8 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
             "num_overflow": [int(x) for x in overflow],
             "seconds_per_epoch": seconds / (config.epochs - start) if config.epochs > start else None,
             "nonfinite_steps_total": int(state.nonfinite_total)}
-  tmp = os.path.join(workdir, "result.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(result, f, indent=2, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, "result.json"))
+  trainer.write_json(os.path.join(workdir, "result.json"), result)
   return result
-
-
-def _mean_std(values: Sequence[float]) -> dict:
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
 
 
 def train_and_evaluate(config: LinkpredConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
@@ -211,19 +187,16 @@ def train_and_evaluate(config: LinkpredConfig, workdir: str, stream: Optional[Te
   results = [run_seed(config, citation, s, os.path.join(workdir, f"seed_{s}"), stream, steps) for s in config.seeds]
   report = {
       "dataset": config.dataset, "clustering": config.clustering, "preset": config.preset,
-      "test": {m: _mean_std([r["test"][m] for r in results]) for m in ("auc", "ap")},
-      "val": {m: _mean_std([r["val"][m] for r in results]) for m in ("auc", "ap")},
-      "balance": {k: _mean_std([r["balance"][k] for r in results]) for k in ("min", "max", "std", "kl")},
-      "num_overflow_bottom": _mean_std([r["num_overflow"][0] for r in results]),
-      "seconds_per_epoch": _mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
+      "test": {m: trainer.mean_std([r["test"][m] for r in results]) for m in ("auc", "ap")},
+      "val": {m: trainer.mean_std([r["val"][m] for r in results]) for m in ("auc", "ap")},
+      "balance": {k: trainer.mean_std([r["balance"][k] for r in results]) for k in ("min", "max", "std", "kl")},
+      "num_overflow_bottom": trainer.mean_std([r["num_overflow"][0] for r in results]),
+      "seconds_per_epoch": trainer.mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
                            if any(r["seconds_per_epoch"] for r in results) else None,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "seeds": results,
   }
-  tmp = os.path.join(workdir, "metrics.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  trainer.write_json(os.path.join(workdir, "metrics.json"), report)
   print(format_table(report), file=out, flush=True)
   return report
 

@@ -31,13 +31,35 @@ from mgvae_jax.training import sharding
 _SAMPLE_STREAM = 0x5A3B1E  # folded into the seed for sampling, so sampling never reuses training randomness
 
 
+def write_json(path: str, value, lines: bool = False) -> None:
+  """Atomically (write beside, then rename) `value` as indented JSON, or with `lines` one JSON line per element."""
+  tmp = f"{path}.tmp"
+  with open(tmp, "w") as f:
+    if lines:
+      f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in value)
+    else:
+      json.dump(value, f, indent=2, allow_nan=False)
+  os.replace(tmp, path)
+
+
+def read_records(path: str, upto: int) -> list[dict]:
+  """The JSON-lines evaluation records of steps <= upto (a resumed run redoes later ones); [] if there is no file."""
+  if not os.path.exists(path):
+    return []
+  records = [json.loads(line) for line in open(path) if line.strip()]
+  return [r for r in records if r["step"] <= upto]
+
+
+def mean_std(values) -> dict:
+  """{"mean", "std", "n"} of per-seed figures (population std, float64)."""
+  v = np.asarray(values, np.float64)
+  return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
+
+
 def write_report(report: dict, workdir: str, eval_record: dict) -> dict:
   """metrics.json (atomically, JSON-safe) and the evaluation's line in metrics.jsonl; returns the JSON-safe report."""
   report = training.progress.to_json(report)
-  tmp = os.path.join(workdir, "metrics.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(report, f, indent=2, allow_nan=False)
-  os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  write_json(os.path.join(workdir, "metrics.json"), report)
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write(json.dumps(training.progress.to_json({"phase": "eval", **eval_record}), allow_nan=False) + "\n")
   return report

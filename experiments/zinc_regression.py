@@ -199,24 +199,6 @@ def select_best(records: Sequence[dict]) -> dict:
 # --- One seed. -----------------------------------------------------------------------------------------------------
 
 
-def _read_records(path: str, upto: int) -> list[dict]:
-  """Evaluation records of steps <= upto (a resumed run redoes later ones)."""
-  if not os.path.exists(path):
-    return []
-  records = [json.loads(line) for line in open(path) if line.strip()]
-  return [r for r in records if r["step"] <= upto]
-
-
-def _write_json(path: str, value, lines: bool = False) -> None:
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    if lines:
-      f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in value)
-    else:
-      json.dump(value, f, indent=2, allow_nan=False)
-  os.replace(tmp, path)
-
-
 def run_seed(config: ZincRegressionConfig, data: dict[str, Split], seed: int, workdir: str, steps,
              stream: Optional[TextIO] = None) -> dict:
   """Train one seed (resuming from workdir's checkpoints), evaluate, select on validation; returns its result."""
@@ -238,8 +220,8 @@ def run_seed(config: ZincRegressionConfig, data: dict[str, Split], seed: int, wo
   state, restored = training.restore_or_init(manager, state)
   start = int(state.step)
   eval_path = os.path.join(workdir, "eval.jsonl")
-  records = _read_records(eval_path, start)
-  _write_json(eval_path, records, lines=True)
+  records = trainer.read_records(eval_path, start)
+  trainer.write_json(eval_path, records, lines=True)
   print(f"seed {seed}: {'resumed from step ' + str(start) if restored else 'initialised'}; {config.epochs} epochs "
         f"of {steps_per_epoch} steps (batch {config.batch_size})", file=out, flush=True)
   progress = training.Progress(total_steps, config.log_every, os.path.join(workdir, "metrics.jsonl"), out)
@@ -282,16 +264,11 @@ def run_seed(config: ZincRegressionConfig, data: dict[str, Split], seed: int, wo
             "final": records[-1], "target_mean": y_mean, "target_std": y_std,
             "seconds_per_epoch": seconds * steps_per_epoch / (total_steps - start) if total_steps > start else None,
             "nonfinite_steps_total": int(state.nonfinite_total)}
-  _write_json(os.path.join(workdir, "result.json"), result)
+  trainer.write_json(os.path.join(workdir, "result.json"), result)
   return result
 
 
 # --- The job. ------------------------------------------------------------------------------------------------------
-
-
-def _mean_std(values: Sequence[float]) -> dict:
-  v = np.asarray(values, np.float64)
-  return {"mean": float(v.mean()), "std": float(v.std()), "n": int(v.size)}
 
 
 def train_and_evaluate(config: ZincRegressionConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
@@ -312,17 +289,17 @@ def train_and_evaluate(config: ZincRegressionConfig, workdir: str, stream: Optio
   report = {
       "target": config.target, "column": config.column, "units": config.units, "preset": config.preset,
       "split_sizes": sizes, "epochs": config.epochs,
-      "test_mae": _mean_std([r["test_mae"] for r in results]),
-      "val_mae": _mean_std([r["val_mae"] for r in results]),
+      "test_mae": trainer.mean_std([r["test_mae"] for r in results]),
+      "val_mae": trainer.mean_std([r["val_mae"] for r in results]),
       "best_epoch": [r["best_epoch"] for r in results],
       "test_mae_of_train_mean": constant_mae,
-      "seconds_per_epoch": _mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
+      "seconds_per_epoch": trainer.mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
                            if any(r["seconds_per_epoch"] for r in results) else None,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "references": REFERENCES[config.target],
       "seeds": results,
   }
-  _write_json(os.path.join(workdir, "metrics.json"), report)
+  trainer.write_json(os.path.join(workdir, "metrics.json"), report)
   print(format_table(report), file=out, flush=True)
   return report
 
