@@ -9,6 +9,8 @@ Presets (ZINC, N = 38):
            2 clusters, a second-order decoder of 3 layers x 64 channels on the per-channel outer product of the
            latents (d_z = 256, the paper's). Their code ran at about 65 molecules/s on one CPU thread.
   cpu      experiments.molgen's default model (configs/molgen.py, preset cpu).
+  cpu_autoregressive  the same with the autoregressive decoder (`--decoder=autoregressive`, issue #11): node types
+           from the latents, then the BFS construction (3 N = 114 scan steps, valence masks), sampled.
 
 Training: one jitted train step (forward, backward, Adam) on real featurised ZINC batches, median of --repeats.
 Sampling, model only: prior sample + decoder for --num_samples molecules in batches of --sample_batch (one
@@ -73,6 +75,8 @@ _SAMPLE_BATCH = flags.DEFINE_integer("sample_batch", 1000, "molecules per compil
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions (median reported)")
 _E2E = flags.DEFINE_bool("end_to_end", True, "also time decoding + metrics (without FCD)")
 _WORKDIR = flags.DEFINE_string("workdir", None, "a molgen run whose checkpoint to sample from (preset cpu)")
+_WORKDIR_AR = flags.DEFINE_string("workdir_autoregressive", None,
+                                  "a molgen --decoder=autoregressive run to sample from (preset cpu_autoregressive)")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/molgen.json", "where to write the JSON ('' = nowhere)")
 
 
@@ -80,8 +84,10 @@ def model_config(preset: str) -> molgen_config.MolgenConfig:
   base = molgen_config.get_config("zinc", "cpu")
   if preset == "cpu":
     return base
+  if preset == "cpu_autoregressive":
+    return molgen_config.get_config("zinc", "cpu", "autoregressive")
   if preset != "authors":
-    raise ValueError(f"unknown preset {preset!r}; expected authors or cpu")
+    raise ValueError(f"unknown preset {preset!r}; expected authors, cpu or cpu_autoregressive")
   model = dataclasses.replace(
       base.model,
       mgn=mgn.MGNConfig(num_clusters=(2, 2), posterior="diagonal", local_decoder="none", encoder_order=1,
@@ -168,9 +174,10 @@ def main(argv):
     for b in _BATCHES.value:
       row["training"].append(bench_training(config, model, data, int(b)))
       print(f"{preset} train batch {b}: {row['training'][-1]['molecules_per_s']:.1f} mol/s", flush=True)
-    if _WORKDIR.value and preset == "cpu":
+    workdir = {"cpu": _WORKDIR.value, "cpu_autoregressive": _WORKDIR_AR.value}.get(preset)
+    if workdir:
       from experiments import sample  # pylint: disable=g-import-not-at-top
-      _, _, params, step = sample.load_run(_WORKDIR.value)
+      _, _, params, step = sample.load_run(workdir)
       row["checkpoint_step"] = step
     else:
       example, _ = next(pipeline.batches(data, 1, seed=0))

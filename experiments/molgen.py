@@ -31,6 +31,7 @@ from experiments import plots
 from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
+from mgvae_jax import autoregressive
 from mgvae_jax import graphs
 from mgvae_jax import vae
 from mgvae_jax.chem import decode
@@ -118,6 +119,25 @@ def interpolation(model: vae.MGVAE, params, feat: featurise.Featuriser, smiles: 
   return [r.smiles for r in results]
 
 
+def check_construction_steps(config: MolgenConfig, train: graphs.GraphBatch, stream: Optional[TextIO] = None
+                             ) -> Optional[dict]:
+  """For the autoregressive decoder: how many training molecules need more construction steps (atoms + bonds) than
+  the scan has. Those are learned from their first steps only (counted, logged, recorded in metrics.json)."""
+  if config.model.decoder != "autoregressive":
+    return None
+  t = config.model.node_classes
+  real = np.asarray(train.mask) & (np.asarray(train.nodes)[..., :t].argmax(-1) != t - 1)
+  bonds = autoregressive.np_bond_orders(np.asarray(train.edges) * (np.asarray(train.adjacency) > 0)[..., None])
+  need = autoregressive.construction_steps(real, bonds)
+  steps = config.model.autoregressive_steps
+  over = int((need > steps).sum())
+  if over:
+    print(f"WARNING: {over} of {need.size} training molecules need more than the {steps} construction steps "
+          f"(most: {int(need.max())}); they are learned from their first {steps} steps only (set model.ar_steps)",
+          file=stream or sys.stdout, flush=True)
+  return {"steps": steps, "most_needed": int(need.max()), "training_molecules_truncated": over}
+
+
 # --- The job. ------------------------------------------------------------------------------------------------------
 
 
@@ -130,7 +150,10 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   feat = config.featuriser()
   data = load_data(config, feat)
   model = vae.MGVAE(config.model)
+  construction = check_construction_steps(config, data.train, stream)
   state, summary = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules")
+  if construction:
+    summary["autoregressive"] = construction
   if jax.process_index() != 0 or not config.evaluate:
     return {"training": summary}  # process 0 samples, evaluates and writes the artefacts
   params = jax.device_put(sharding.local_copy(state.params), jax.local_devices()[0])
@@ -175,7 +198,8 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
 
 
 def config_from_flags() -> MolgenConfig:
-  return overrides.apply(molgen_config.get_config(flags.FLAGS.dataset, flags.FLAGS.preset), flags.FLAGS.set)
+  return overrides.apply(molgen_config.get_config(flags.FLAGS.dataset, flags.FLAGS.preset, flags.FLAGS.decoder),
+                         flags.FLAGS.set)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -188,7 +212,8 @@ def main(argv: Sequence[str]) -> None:
     return config
 
   config = trainer.config_from_main(argv, build)
-  train_and_evaluate(config, flags.FLAGS.workdir or os.path.join("runs", f"molgen_{config.dataset}"))
+  suffix = "_autoregressive" if config.model.decoder == "autoregressive" else ""
+  train_and_evaluate(config, flags.FLAGS.workdir or os.path.join("runs", f"molgen_{config.dataset}{suffix}"))
 
 
 def define_flags() -> None:
@@ -197,7 +222,11 @@ def define_flags() -> None:
   flags.DEFINE_enum("dataset", "zinc", molgen_config.DATASETS, "Molecules to learn.")
   flags.DEFINE_enum("preset", "cpu", molgen_config.PRESETS,
                     "cpu: the < 30 min default; paper: section 5.1's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/molgen_<dataset>.")
+  flags.DEFINE_enum("decoder", "all_at_once", molgen_config.DECODERS,
+                    "The finest level's decoder: all_at_once (second-order, section 5.1) or autoregressive (BFS "
+                    "construction with valence masks, after CGVAE).")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/molgen_<dataset>, with "
+                      "_autoregressive appended for --decoder=autoregressive.")
   flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_steps=5000 or "
                             "model.mgn.latent_dim=32 (repeatable).")
   trainer.define_distributed_flags()

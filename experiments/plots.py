@@ -93,3 +93,39 @@ def graph_grid(generated: Sequence, training: Sequence, path: str, columns: int 
         ax.set_title(f"{label}: {g.number_of_nodes()} n, {g.number_of_edges()} e", fontsize=7)
   _save(fig, path)
   return len(gen)
+
+
+def image_grid(images, path: str, columns: int, title: str = "") -> None:
+  """A columns x columns grid of grey images [n >= columns^2, s, s] in [0, 1] (Figures 14-15), as one PNG."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  images = np.asarray(images)[:columns * columns]
+  if images.ndim != 3 or images.shape[0] < columns * columns:
+    raise ValueError(f"image_grid: need {columns * columns} images [n, s, s], got shape {images.shape}")
+  s = images.shape[-1]
+  canvas = np.zeros((columns * (s + 1) - 1, columns * (s + 1) - 1))  # 1-pixel white gutters (0 is white in gray_r)
+  for i, img in enumerate(images):
+    r, c = divmod(i, columns)
+    canvas[r * (s + 1):r * (s + 1) + s, c * (s + 1):c * (s + 1) + s] = img
+  fig, ax = plt.subplots(figsize=(4, 4.3))
+  ax.imshow(canvas, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+  ax.axis("off")
+  if title:
+    ax.set_title(title, fontsize=9)
+  _save(fig, path)
+
+
+def reconstruction_strip(rows: Sequence, labels: Sequence[str], path: str) -> None:
+  """Figure 13: one row per entry of `rows` (each [n, s, s], its own resolution), the same n images in every row."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  n = len(rows[0])
+  fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+  for r, (row, label) in enumerate(zip(rows, labels)):
+    for c in range(n):
+      ax = axes[r][c]
+      ax.imshow(np.asarray(row[c]), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+      ax.set_xticks([]), ax.set_yticks([])
+      if c == 0:
+        ax.set_ylabel(label, fontsize=7)
+  _save(fig, path)

@@ -197,10 +197,12 @@ def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_wei
 
   @jax.jit
   def sample(params, key):
-    z = model.apply({"params": params}, batch_size, level, method=vae.MGVAE.sample_prior, rngs={"sample": key})
+    k_prior, k_decode = jax.random.split(key)
+    z = model.apply({"params": params}, batch_size, level, method=vae.MGVAE.sample_prior, rngs={"sample": k_prior})
     if level:
       return model.apply({"params": params}, z, level, method=vae.MGVAE.decode)
-    return model.apply({"params": params}, z, 0, edge_pos_weight, method=vae.MGVAE.decode)
+    # The autoregressive decoder samples its choices with the `sample` stream; the others ignore it.
+    return model.apply({"params": params}, z, 0, edge_pos_weight, method=vae.MGVAE.decode, rngs={"sample": k_decode})
 
   return sample
 

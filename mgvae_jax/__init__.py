@@ -4,6 +4,9 @@ The public face: what other JAX pipelines import and compose. Per-graph pure fun
 are batched with `jax.vmap`; linen modules own parameters and batch internally.
 """
 
+from mgvae_jax.autoregressive import AutoregressiveDecoder
+from mgvae_jax.autoregressive import bfs_actions
+from mgvae_jax.autoregressive import BuildState
 from mgvae_jax.clustering import balanced_cut_kl
 from mgvae_jax.clustering import Clustering
 from mgvae_jax.clustering import clustering_from_ids
@@ -71,6 +74,13 @@ from mgvae_jax.hierarchy import gather_edges
 from mgvae_jax.hierarchy import gather_nodes
 from mgvae_jax.hierarchy import scatter_edges
 from mgvae_jax.hierarchy import scatter_nodes
+from mgvae_jax.image_graphs import GridGraph
+from mgvae_jax.image_graphs import image_pyramid
+from mgvae_jax.image_graphs import images_to_graphs_tuple
+from mgvae_jax.image_graphs import quadtree_graphs
+from mgvae_jax.image_mgvae import ConvVAE
+from mgvae_jax.image_mgvae import ImageMGVAE
+from mgvae_jax.image_mgvae import ImageMGVAEConfig
 from mgvae_jax.mgn import LocalEncoder
 from mgvae_jax.mgn import masked_bce
 from mgvae_jax.mgn import masked_mean

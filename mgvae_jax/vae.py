@@ -19,7 +19,7 @@ mask marks only padding beyond that (e.g. empty graphs filling the last batch), 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mgvae_jax import autoregressive
 from mgvae_jax import decoders
 from mgvae_jax import distributions
 from mgvae_jax import equivariant
@@ -36,7 +37,7 @@ from mgvae_jax import mgn as mgn_lib
 Array = jnp.ndarray
 
 PRIORS = ("standard", "learnable")
-GRAPH_DECODERS = ("second_order", "mlp", "dot")
+GRAPH_DECODERS = ("second_order", "mlp", "dot", "autoregressive")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +51,14 @@ class MGVAEConfig:
   edge_classes: int = 3  # E: batch.edges one-hot encodes the edge type (no "no edge" channel)
   prior: str = "learnable"  # standard | learnable
   matching: str = "free"  # free | none  (Hungarian matching is for evaluation: distributions.hungarian_matching)
-  decoder: str = "second_order"  # second_order | mlp | dot  (finest level)
+  decoder: str = "second_order"  # second_order | mlp | dot | autoregressive  (finest level)
   decoder_features: int = 32
   decoder_layers: int = 3
   mlp_hidden: tuple[int, ...] = (512, 512)  # Table 1's MLP decoder: two hidden layers of 512, sigmoid
+  # The autoregressive decoder (autoregressive.py): the valence cap of each node class (the last class is "no atom",
+  # cap 0; autoregressive.valence_table builds it from a featuriser's types) and the scan length (0: 3 * max_nodes).
+  ar_valences: tuple[int, ...] = ()
+  ar_steps: int = 0
   coarse_decoders: bool = True  # regression decoders for the coarse levels' weighted adjacencies
   kl_weight: float | tuple[float, ...] = 1.0  # beta per level
   cut_weight: float | tuple[float, ...] = 1.0  # lambda per level (balanced cut)
@@ -70,6 +75,9 @@ class MGVAEConfig:
       raise ValueError(f"MGVAEConfig.prior must be one of {PRIORS}, got {self.prior!r}")
     if self.decoder not in GRAPH_DECODERS:
       raise ValueError(f"MGVAEConfig.decoder must be one of {GRAPH_DECODERS}, got {self.decoder!r}")
+    if self.decoder == "autoregressive" and len(self.ar_valences) != self.node_classes:
+      raise ValueError(f"MGVAEConfig.decoder='autoregressive' needs ar_valences, one valence cap per node class "
+                       f"({self.node_classes}, 'no atom' last), got {self.ar_valences}")
     if self.matching not in ("free", "none"):
       raise ValueError(f"MGVAEConfig.matching must be 'free' or 'none', got {self.matching!r}")
     if self.max_nodes < 1 or self.node_classes < 1 or self.edge_classes < 1:
@@ -88,6 +96,10 @@ class MGVAEConfig:
   def level_sizes(self) -> tuple[int, ...]:
     """Node slots of each encoded level, bottom-up: (N, K_L, K_{L-1}, ...) without the pooled top."""
     return self.mgn.level_sizes(self.max_nodes)[:self.num_latent_levels]
+
+  @property
+  def autoregressive_steps(self) -> int:
+    return self.ar_steps or autoregressive.default_steps(self.max_nodes)
 
   def weights(self, name: str) -> jnp.ndarray:
     value = getattr(self, name)
@@ -217,8 +229,13 @@ class MGVAE(nn.Module):
     sizes = cfg.level_sizes()
     self.priors = ([LearnablePrior(n, cfg.mgn.latent_dim, name=f"prior_{i}") for i, n in enumerate(sizes)]
                    if cfg.prior == "learnable" else [])
-    self.graph_decoder = GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
-                                      cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden)
+    if cfg.decoder == "autoregressive":
+      self.graph_decoder = autoregressive.AutoregressiveDecoder(
+          cfg.node_classes, cfg.edge_classes, cfg.ar_valences, cfg.node_classes - 1, cfg.autoregressive_steps,
+          cfg.decoder_features)
+    else:
+      self.graph_decoder = GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
+                                        cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden)
     self.coarse_decoders = ([decoders.SecondOrderDecoder(cfg.decoder_features, cfg.decoder_layers, 1, diagonal=True,
                                                          name=f"coarse_decoder_{i}")
                              for i in range(1, len(sizes))] if cfg.coarse_decoders else [])
@@ -244,12 +261,15 @@ class MGVAE(nn.Module):
     mask = batch.mask
     pm = batch.pair_mask & ~jnp.eye(batch.pad_size, dtype=bool)
     # Finest level: the global decoder on the (sampled) latents.
-    dec = self.graph_decoder(finest.latents, mask)
     edge_true = batch.adjacency > 0
-    edge = mgn_lib.masked_bce(dec["edge"], edge_true, pm, edge_pos_weight, axes=(1, 2))
+    if cfg.decoder == "autoregressive":
+      dec, edge = self._autoregressive_nll(finest.latents, batch, train)
+    else:
+      dec = self.graph_decoder(finest.latents, mask)
+      edge = mgn_lib.masked_bce(dec["edge"], edge_true, pm, edge_pos_weight, axes=(1, 2))
     on_edge = (pm & edge_true).astype(batch.edges.dtype)
     edge_type = jnp.zeros_like(edge)
-    if cfg.edge_classes > 1:
+    if cfg.edge_classes > 1 and cfg.decoder != "autoregressive":  # the autoregressive NLL includes bond types
       ce = -jnp.sum(jax.nn.log_softmax(dec["edge_type"], -1) * batch.edges, -1)  # [B, N, N]
       edge_type = (ce * on_edge).sum((1, 2)) / jnp.maximum(on_edge.sum((1, 2)), 1.0)
     node_target = batch.nodes[..., :cfg.node_classes]
@@ -280,6 +300,21 @@ class MGVAE(nn.Module):
                        edge_type=edge_type * graph_real, node=node * graph_real,
                        local=local * graph_real[:, None], decoded=dec, hierarchy=out)
 
+  def _autoregressive_nll(self, z: Array, batch: graphs.GraphBatch, train: bool) -> tuple[dict, Array]:
+    """Node logits, and the teacher-forced NLL of the BFS construction per construction step [B] (a mean, like the
+    other decoders' per-pair edge terms), from a random start atom when training (the first atom otherwise)."""
+    cfg = self.config
+    types = jnp.argmax(batch.nodes[..., :cfg.node_classes], -1)
+    real = batch.mask & (types != cfg.node_classes - 1)
+    bonds = jnp.where(batch.adjacency > 0, jnp.argmax(batch.edges, -1) + 1, 0).astype(jnp.int32)
+    if train:
+      keys = jax.random.split(self.make_rng("latent"), z.shape[0])
+      start = jax.vmap(autoregressive.random_start)(keys, real)
+    else:
+      start = jnp.argmax(real, -1).astype(jnp.int32)
+    nll, count = self.graph_decoder(z, types, real, bonds, start)
+    return {"node": self.graph_decoder.node_logits(z)}, nll / jnp.maximum(count, 1).astype(nll.dtype)
+
   def encode(self, batch: graphs.GraphBatch) -> tuple[Array, ...]:
     """Posterior means of every encoded level, bottom-up: ([B, N, d], [B, K_L, d], ...). Deterministic."""
     self._check(batch)
@@ -293,8 +328,11 @@ class MGVAE(nn.Module):
     `edge_pos_weight`: the positive-class weight w the edge BCE was trained with. A w-weighted BCE is minimised by
     p = w q / (w q + 1 - q), not by the edge probability q itself, so the logits are shifted by -log w to give q
     (without it, w ~ 27 on ZINC turns every pair with q > 1/28 into a likely edge).
+    The autoregressive decoder returns the one-hot graph it built instead (`_decode_autoregressive`; rng `sample`).
     """
     mask = jnp.ones(z.shape[:2], bool)
+    if level == 0 and self.config.decoder == "autoregressive":
+      return self._decode_autoregressive(z)
     if level == 0:
       logits = self.graph_decoder(z, mask)
       off = 1.0 - jnp.eye(z.shape[1], dtype=z.dtype)
@@ -304,6 +342,22 @@ class MGVAE(nn.Module):
     if not self.coarse_decoders:
       raise ValueError("decode at a coarse level needs coarse_decoders=True")
     return {"adjacency": self.coarse_decoders[level - 1](z, mask)[..., 0]}
+
+  def _decode_autoregressive(self, z: Array) -> dict[str, Array]:
+    """Node types drawn from the node head, then the BFS construction: sampled with the `sample` rng when one is
+    given, greedy otherwise. One-hot "probabilities" of the built (connected, valence-respecting) molecule."""
+    cfg = self.config
+    dec = self.graph_decoder
+    logits = dec.node_logits(z)
+    key = self.make_rng("sample") if self.has_rng("sample") else None
+    if key is None:
+      types = jnp.argmax(logits, -1)
+    else:
+      key, k_types = jax.random.split(key)
+      types = jax.random.categorical(k_types, logits, -1)
+    state, in_graph = dec.build(z, types, key)
+    return autoregressive.to_probabilities(types, state, in_graph, cfg.node_classes, cfg.edge_classes,
+                                           cfg.node_classes - 1)
 
   def sample_prior(self, num_samples: int, level: int = 0) -> Array:
     """Latents [num_samples, N_l, d] drawn from the prior of one level (rng stream `sample`)."""

@@ -9,6 +9,7 @@ from mgvae_jax.data.community import community_sizes
 from mgvae_jax.data.community import community_small
 from mgvae_jax.data.graph_datasets import load_graphs
 
+from mgvae_jax.data.mnist import load_mnist
 from mgvae_jax.data.molecules import load_qm9_targets
 from mgvae_jax.data.molecules import load_smiles
 from mgvae_jax.data.molecules import load_zinc12k
