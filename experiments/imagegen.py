@@ -46,13 +46,14 @@ from mgvae_jax.training import sharding
 _SAMPLE_STREAM = 0x1A6E  # folded into the seed for sampling: never the training randomness
 
 
-def load_images(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(train images [n, 32, 32] float32 in [0, 1], train labels, test images) with config.num_train / num_test."""
-  train, labels = mnist.load_mnist("train")
-  test, _ = mnist.load_mnist("test")
-  train, labels, test = train[:config.num_train], labels[:config.num_train], test[:config.num_test]
+def load_images(config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """(train images [n, 32, 32] float32 in [0, 1], their labels, test images, their labels), with config.num_train /
+  num_test."""
+  train, train_labels = mnist.load_mnist("train")
+  test, test_labels = mnist.load_mnist("test")
   size = config.model.image_size
-  return mnist.pad_images(train, size), labels.astype(np.int32), mnist.pad_images(test, size)
+  return (mnist.pad_images(train[:config.num_train], size), train_labels[:config.num_train].astype(np.int32),
+          mnist.pad_images(test[:config.num_test], size), test_labels[:config.num_test].astype(np.int32))
 
 
 def build_model(config):
@@ -180,7 +181,7 @@ def train_and_evaluate(config, workdir: str, stream: Optional[TextIO] = None) ->
   """Train (or resume), then FID-LeNet per resolution and the pictures; returns metrics.json's content."""
   os.makedirs(workdir, exist_ok=True)
   trainer.write_config(config, workdir)
-  train_images, train_labels, test = load_images(config)
+  train_images, train_labels, test, test_labels = load_images(config)
   mesh = sharding.data_mesh()
   model = build_model(config)
   state, summary = train(config, workdir, model, train_images, mesh, stream)
@@ -189,20 +190,17 @@ def train_and_evaluate(config, workdir: str, stream: Optional[TextIO] = None) ->
             "num_params": image_mgvae.num_params(params), "train": summary,
             "test": evaluate_test(model, params, test, min(config.sample_batch_size, test.shape[0]))}
   if config.evaluate:
-    _, test_labels = mnist.load_mnist("test")
-    lenet, info = fid_classifier(config, train_images, train_labels, test, test_labels[:test.shape[0]], stream)
+    lenet, info = fid_classifier(config, train_images, train_labels, test, test_labels, stream)
     sizes = config.model.sizes()  # the baseline is scored at the same resolutions
     reference = image_fid.reference_statistics(lenet, test, sizes)
     t0 = time.perf_counter()
-    samples = {}
-    for l, size in enumerate(sizes):
-      if config.model_name == "mgvae":
-        samples[size] = sample_images(model, params, l, config.num_samples, config.sample_batch_size, config.seed)
-      else:  # the baseline has one level: its 32 x 32 samples, quadtree-averaged
-        base = samples.get(sizes[0])
-        if base is None:
-          base = sample_images(model, params, 0, config.num_samples, config.sample_batch_size, config.seed)
-        samples[size] = np.asarray(image_graphs.image_pyramid(jnp.asarray(base), l + 1)[-1])
+    if config.model_name == "mgvae":
+      samples = {size: sample_images(model, params, l, config.num_samples, config.sample_batch_size, config.seed)
+                 for l, size in enumerate(sizes)}
+    else:  # the baseline has one level: its 32 x 32 samples, quadtree-averaged
+      base = sample_images(model, params, 0, config.num_samples, config.sample_batch_size, config.seed)
+      pyramid = image_graphs.image_pyramid(jnp.asarray(base), len(sizes))
+      samples = {size: np.asarray(p) for size, p in zip(sizes, pyramid)}
     sample_seconds = time.perf_counter() - t0
     floor_images = train_images[:min(config.num_samples, train_images.shape[0])]
     floor = image_fid.reference_statistics(lenet, floor_images, sizes)

@@ -125,10 +125,8 @@ def check_construction_steps(config: MolgenConfig, train: graphs.GraphBatch, str
   the scan has. Those are learned from their first steps only (counted, logged, recorded in metrics.json)."""
   if config.model.decoder != "autoregressive":
     return None
-  t = config.model.node_classes
-  real = np.asarray(train.mask) & (np.asarray(train.nodes)[..., :t].argmax(-1) != t - 1)
-  bonds = autoregressive.np_bond_orders(np.asarray(train.edges) * (np.asarray(train.adjacency) > 0)[..., None])
-  need = autoregressive.construction_steps(real, bonds)
+  real = np.asarray(train.real_node_mask(config.model.node_classes - 1))
+  need = autoregressive.construction_steps(real, np.asarray(autoregressive.bond_orders(train.edges)))
   steps = config.model.autoregressive_steps
   over = int((need > steps).sum())
   if over:

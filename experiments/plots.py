@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -97,8 +98,6 @@ def graph_grid(generated: Sequence, training: Sequence, path: str, columns: int 
 
 def image_grid(images, path: str, columns: int, title: str = "") -> None:
   """A columns x columns grid of grey images [n >= columns^2, s, s] in [0, 1] (Figures 14-15), as one PNG."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   images = np.asarray(images)[:columns * columns]
   if images.ndim != 3 or images.shape[0] < columns * columns:
     raise ValueError(f"image_grid: need {columns * columns} images [n, s, s], got shape {images.shape}")
@@ -117,8 +116,6 @@ def image_grid(images, path: str, columns: int, title: str = "") -> None:
 
 def reconstruction_strip(rows: Sequence, labels: Sequence[str], path: str) -> None:
   """Figure 13: one row per entry of `rows` (each [n, s, s], its own resolution), the same n images in every row."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   n = len(rows[0])
   fig, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
   for r, (row, label) in enumerate(zip(rows, labels)):

@@ -278,7 +278,7 @@ def construction_steps(real: np.ndarray, bond_orders: np.ndarray) -> np.ndarray:
   return np.asarray(real).sum(-1) + (np.asarray(bond_orders) > 0).sum((-1, -2)) // 2
 
 
-def np_bond_orders(edges: np.ndarray) -> np.ndarray:
+def bond_orders(edges: Array) -> Array:
   """One-hot bond channels [.., N, N, E] -> bond orders [.., N, N] int32 (0 = none)."""
-  edges = np.asarray(edges)
-  return np.where(edges.sum(-1) > 0, edges.argmax(-1) + 1, 0).astype(np.int32)
+  edges = jnp.asarray(edges)
+  return jnp.where(edges.sum(-1) > 0, jnp.argmax(edges, -1) + 1, 0).astype(jnp.int32)

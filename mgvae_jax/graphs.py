@@ -52,6 +52,11 @@ class GraphBatch:
     """Real node count per graph.  # [B] int32"""
     return self.mask.sum(-1).astype(jnp.int32)
 
+  def real_node_mask(self, no_node: int) -> jnp.ndarray:
+    """True on slots holding a real node: inside the mask and not of the "no node" type, whose one-hot channel of
+    `nodes` is `no_node` (molecules pad with a "no atom" type).  # [B, N] bool"""
+    return self.mask & (self.nodes[..., no_node] < 0.5)
+
   @property
   def pair_mask(self) -> jnp.ndarray:
     """True where both endpoints are real nodes.  # [B, N, N]"""

@@ -33,11 +33,6 @@ LOSSES = ("mse", "l1")
 # --- Invariant molecule representations. ---------------------------------------------------------------------------
 
 
-def atom_mask(batch: graphs.GraphBatch, no_atom: int) -> Array:
-  """True on slots holding a real atom: inside the batch mask and not of node type `no_atom`.  # [B, N] bool"""
-  return batch.mask & (batch.nodes[..., no_atom] < 0.5)
-
-
 def masked_mean(x: Array, mask: Array) -> Array:
   """Mean of x [B, N, d] over the slots where mask [B, N] is True; 0 for a graph with none.  # [B, d]"""
   m = mask.astype(x.dtype)[..., None]  # [B, N, 1]
@@ -50,7 +45,7 @@ def molecule_representation(model: vae.MGVAE, params, batch: graphs.GraphBatch, 
   Invariant to any permutation of a molecule's N slots because the encoder is equivariant and the mean is masked.
   """
   finest = model.apply({"params": params}, batch, method=vae.MGVAE.encode)[0]  # [B, N, d]
-  return masked_mean(finest, atom_mask(batch, no_atom))
+  return masked_mean(finest, batch.real_node_mask(no_atom))
 
 
 def make_encoder(model: vae.MGVAE, no_atom: int) -> Callable:

@@ -305,8 +305,8 @@ class MGVAE(nn.Module):
     other decoders' per-pair edge terms), from a random start atom when training (the first atom otherwise)."""
     cfg = self.config
     types = jnp.argmax(batch.nodes[..., :cfg.node_classes], -1)
-    real = batch.mask & (types != cfg.node_classes - 1)
-    bonds = jnp.where(batch.adjacency > 0, jnp.argmax(batch.edges, -1) + 1, 0).astype(jnp.int32)
+    real = batch.real_node_mask(cfg.node_classes - 1)
+    bonds = autoregressive.bond_orders(batch.edges)
     if train:
       keys = jax.random.split(self.make_rng("latent"), z.shape[0])
       start = jax.vmap(autoregressive.random_start)(keys, real)

@@ -26,7 +26,7 @@ def molecules():
   feat = featurise.Featuriser("zinc", chemical_features=False)
   nodes, edges = zip(*[feat.featurise(s) for s in SMILES])
   types = np.stack(nodes)[..., :feat.num_types].argmax(-1)
-  return feat, types, types != feat.no_atom, ar.np_bond_orders(np.stack(edges))
+  return feat, types, types != feat.no_atom, np.asarray(ar.bond_orders(np.stack(edges)))
 
 
 def test_bfs_order_is_a_valid_order_of_the_input_graph(molecules):

@@ -198,6 +198,6 @@ def load_lenet(path: str) -> tuple[dict, dict]:
 
 def reference_statistics(params, images32: np.ndarray, resolutions: Sequence[int] = RESOLUTIONS) -> dict:
   """{size: (mean, covariance)} of reference images [n, 32, 32] quadtree-averaged to each resolution."""
-  x = jnp.asarray(images32, jnp.float32)
-  return {s: feature_statistics(lenet_features(params, image_graphs.image_pyramid(
-      x, int(np.log2(INPUT_SIZE // s)) + 1)[-1])) for s in resolutions}
+  pyramid = image_graphs.image_pyramid(jnp.asarray(images32, jnp.float32), len(RESOLUTIONS))
+  by_size = {p.shape[-1]: p for p in pyramid}
+  return {s: feature_statistics(lenet_features(params, by_size[s])) for s in resolutions}
