@@ -7,7 +7,9 @@ Presets (ZINC, N = 38):
   authors  the size of the authors' PyTorch 2nd-order ZINC model the issue compares against: first-order GCN
            encoders of 4 layers x 256 channels (diagonal posterior, as a first-order encoder gives), 2 levels of
            2 clusters, a second-order decoder of 3 layers x 64 channels on the per-channel outer product of the
-           latents (d_z = 256, the paper's). Their code ran at about 65 molecules/s on one CPU thread.
+           latents (d_z = 256, the paper's), and the KL to N(0, I) their code trains with. Their code ran at about
+           65 molecules/s on one CPU thread.
+  authors_learnable_prior  the same with the learnable prior of section 4.4 (full covariance, free matching).
   cpu      experiments.molgen's default model (configs/molgen.py, preset cpu).
   cpu_autoregressive  the same with the autoregressive decoder (`--decoder=autoregressive`, issue #11): node types
            from the latents, then the BFS construction (3 N = 114 scan steps, valence masks), sampled.
@@ -86,10 +88,13 @@ def model_config(preset: str) -> molgen_config.MolgenConfig:
     return base
   if preset == "cpu_autoregressive":
     return molgen_config.get_config("zinc", "cpu", "autoregressive")
-  if preset != "authors":
-    raise ValueError(f"unknown preset {preset!r}; expected authors, cpu or cpu_autoregressive")
+  if preset not in ("authors", "authors_learnable_prior"):
+    raise ValueError(f"unknown preset {preset!r}; expected authors, authors_learnable_prior, cpu or "
+                     "cpu_autoregressive")
+  # The authors' code regularises with the KL to N(0, I); the learnable prior (section 4.4) adds d_z Cholesky
+  # factorisations and triangular solves of N x N covariances per molecule and level.
   model = dataclasses.replace(
-      base.model,
+      base.model, prior="standard" if preset == "authors" else "learnable",
       mgn=mgn.MGNConfig(num_clusters=(2, 2), posterior="diagonal", local_decoder="none", encoder_order=1,
                         encoder_features=256, encoder_layers=4, cluster_order=1, cluster_features=256,
                         cluster_layers=2, pool_features=256, global_encoder_layers=0, latent_dim=256),

@@ -55,9 +55,17 @@ def second_order_stack(z: Array, mask: Array, features: int, layers: int,
   """Outer-product features of z, then `layers` general 2->2 layers with gamma, carried as (symmetric, antisymmetric)
   parts (equivariant.linear_2to2_parts: no transposes). Call inside a compact module; the layers are named
   EquivariantLinear2to2_<k>, as stacking EquivariantLinear2to2 would name them.  [B, N, d] -> 2 x [B, N, N, features].
+
+  The first layer gets the outer product's diagonal channels (z_i on i = j) as node channels: the same map as on
+  `outer_product_features` (same kernel [15, 2d, features]), with a [B, N, N, d] input instead of [B, N, N, 2d].
   """
-  s, a = jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
-  for k in range(layers):
+  if layers == 0:
+    return jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
+  zm = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
+  pairs = zm[:, :, None, :] * zm[:, None, :, :]  # [B, N, N, d], symmetric
+  s, a = equivariant.EquivariantLinear2to2Parts(features, name="EquivariantLinear2to2_0")(pairs, None, mask, zm)
+  s, a = equivariant.activation_parts(activation, s, a)
+  for k in range(1, layers):
     s, a = equivariant.EquivariantLinear2to2Parts(features, name=f"EquivariantLinear2to2_{k}")(s, a, mask)
     s, a = equivariant.activation_parts(activation, s, a)
   return s, a

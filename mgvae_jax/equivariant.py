@@ -42,12 +42,14 @@ def num_real(mask: Array, dtype=jnp.float32) -> Array:
   return jnp.maximum(mask.sum(), 1).astype(dtype)
 
 
+# Selects, not products with the mask: 0 even where a padded slot holds inf or NaN, and a mask XLA knows to be all
+# true (sampling decodes every slot) costs nothing instead of a materialised tensor of ones.
 def mask_first(x: Array, mask: Array) -> Array:
-  return x * mask[:, None].astype(x.dtype)  # [N, C]
+  return jnp.where(mask[:, None], x, jnp.zeros((), x.dtype))  # [N, C]
 
 
 def mask_second(x: Array, mask: Array) -> Array:
-  return x * pair_mask(mask)[:, :, None].astype(x.dtype)  # [N, N, C]
+  return jnp.where(pair_mask(mask)[:, :, None], x, jnp.zeros((), x.dtype))  # [N, N, C]
 
 
 def _norms(mask: Array, dtype, normalize: bool):
@@ -59,10 +61,17 @@ def _norms(mask: Array, dtype, normalize: bool):
   return 1.0 / n, 1.0 / (n * n)
 
 
+def diagonal(x: Array) -> Array:
+  """x_ii of x [N, N, C] -> [N, C]: a strided slice of the flattened pairs. (jnp.diagonal moves the channel axis
+  first, which XLA's CPU backend does as a full transpose of x, forward and backward.)"""
+  n = x.shape[0]
+  return x.reshape((n * n,) + x.shape[2:])[:: n + 1]
+
+
 def _reductions_2(x: Array, mask: Array, normalize: bool):
   """The invariant-size pieces of a masked second-order tensor x [N, N, C]."""
   inv_n, inv_n2 = _norms(mask, x.dtype, normalize)
-  diag = jnp.diagonal(x, axis1=0, axis2=1).T  # [N, C]
+  diag = diagonal(x)  # [N, C]
   row = x.sum(1) * inv_n  # [N, C]   sum_k x_ik
   col = x.sum(0) * inv_n  # [N, C]   sum_k x_ki
   trace = diag.sum(0) * inv_n  # [C]
@@ -226,27 +235,64 @@ def linear_2to2(x: Array, mask: Array, w: Array, bias: Array, diag_bias: Array, 
   return mask_second(y, mask)
 
 
-def _reductions_parts(s: Array, a: Array | None, mask: Array, normalize: bool):
+def _reductions_parts(s: Array, a: Array | None, mask: Array, normalize: bool, u: Array | None = None):
   """`_reductions_2` of x = s + a from its parts, using diag(a) = 0, col(a) = -row(a), tr(a) = tot(a) = 0.
 
-  Returns the masked (s, a) and (diag, row, col, trace, total) of x.
+  With node channels u [N, Cu], x also has Cu channels x_ij = delta_ij u_i after s's C (a diagonal tensor, never
+  built): their reductions are u itself (diag), u / n (row and column), sum u / n (trace) and sum u / n^2 (total).
+  Sums accumulate in float32 whatever the dtype of s. Returns the masked (s, a) and (diag, row, col, trace, total) of x,
+  each with C + Cu channels.
   """
   s = mask_second(s, mask)
-  inv_n, _ = _norms(mask, s.dtype, normalize)
-  diag = jnp.diagonal(s, axis1=0, axis2=1).T  # [N, C]
-  row_s = s.sum(1) * inv_n  # [N, C]  = col_s
-  trace = diag.sum(0) * inv_n  # [C]
+  inv_n, _ = _norms(mask, jnp.float32, normalize)
+  diag = diagonal(s)  # [N, C]
+  row_s = s.sum(1, dtype=jnp.float32) * inv_n  # [N, C]  = col_s
+  trace = diag.sum(0, dtype=jnp.float32) * inv_n  # [C]
   total = row_s.sum(0) * inv_n  # [C]
   if a is None:
     row_a = jnp.zeros_like(row_s)
   else:
     a = mask_second(a, mask)
-    row_a = a.sum(1) * inv_n  # [N, C]  = -col_a
-  return s, a, (diag, row_s + row_a, row_s - row_a, trace, total)
+    row_a = a.sum(1, dtype=jnp.float32) * inv_n  # [N, C]  = -col_a
+  row, col = row_s + row_a, row_s - row_a
+  if u is not None:
+    u = mask_first(u, mask).astype(jnp.float32)  # [N, Cu]
+    u_trace = u.sum(0) * inv_n  # [Cu]
+    cat = lambda x, y: jnp.concatenate([x.astype(jnp.float32), y], -1)
+    diag, row, col = cat(diag, u), cat(row, u * inv_n), cat(col, u * inv_n)
+    trace, total = cat(trace, u_trace), cat(total, u_trace * inv_n)
+  dt = s.dtype
+  return s, a, tuple(v.astype(dt) for v in (diag, row, col, trace, total))
+
+
+@jax.custom_vjp
+def channel_mix(x: Array, w: Array) -> Array:
+  """x [..., C] @ w [C, D] -> [..., D]: a per-entry channel map, with a backward pass that XLA's CPU backend runs well.
+
+  The kernel gradient contracts x and the incoming gradient g over every entry. Left to itself, XLA fuses the
+  computation of g (the activation's derivative, the parts' sums) into the transpose that this contraction needs
+  and then computes it in transposed order, several times slower than the GEMMs; an optimisation barrier makes it
+  materialise g first.
+  """
+  return x @ w
+
+
+def _channel_mix_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _channel_mix_bwd(res, g):
+  x, w = res
+  g = jax.lax.optimization_barrier(g)
+  gw = jnp.einsum("...c,...d->cd", x, g)
+  return g @ w.T, gw.astype(w.dtype)
+
+
+channel_mix.defvjp(_channel_mix_fwd, _channel_mix_bwd)
 
 
 def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Array, diag_bias: Array,
-                      normalize: bool = True) -> tuple[Array, Array]:
+                      normalize: bool = True, u: Array | None = None) -> tuple[Array, Array]:
   """`linear_2to2` on x = s + a given as its symmetric part s and antisymmetric part a, returned the same way.
 
   Undirected decoders start from a symmetric tensor, but their hidden layers are not symmetric (a row term u_i is not
@@ -255,20 +301,27 @@ def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Ar
     y_s = s (W_0 + W_1) + d(diagonal terms) + (p + q)_i / 2 + (p + q)_j / 2 + const
     y_a = a (W_0 - W_1) + (p - q)_i / 2 - (p - q)_j / 2
   using diag(a) = 0, row(a) = -col(a), tr(a) = tot(a) = 0. Exactly `linear_2to2` (same weights [15, C, D]): y_s + y_a.
+
+  u [N, Cu] (optional): node channels that x carries on its diagonal (x_ij = delta_ij u_i, after s's C channels; w is
+  then [15, C + Cu, D]). Equal to passing them diagonal-embedded in s, at first-order cost: their pair ops 0 and 1
+  act on the diagonal only, and every other op sees them through the [N]-sized reductions.
   s [N, N, C] symmetric, a [N, N, C] antisymmetric or None (zero) -> (y_s, y_a) [N, N, D].
   """
-  s, a, (diag, row, col, trace, total) = _reductions_parts(s, a, mask, normalize)
+  c = s.shape[-1]
+  s, a, (diag, row, col, trace, total) = _reductions_parts(s, a, mask, normalize, u)
   mm = lambda v, k: v @ w[k]
   on_diag = mm(diag, 2) + mm(trace, 3) + mm(row, 4) + mm(col, 5) + mm(total, 6) + diag_bias  # [N, D]
+  if u is not None:
+    on_diag = on_diag + diag[:, c:] @ (w[0, c:] + w[1, c:])  # ops 0 and 1 of the diagonal channels
   p = mm(diag, 7) + mm(row, 9) + mm(col, 11)  # [N, D]  broadcast along rows (depends on i)
   q = mm(diag, 8) + mm(row, 10) + mm(col, 12)  # [N, D]  broadcast along columns (depends on j)
   const = mm(trace, 13) + mm(total, 14) + bias  # [D]
   plus, minus = 0.5 * (p + q), 0.5 * (p - q)
-  y_s = jnp.einsum("ijc,cd->ijd", s, w[0] + w[1]) + (plus[:, None, :] + plus[None, :, :])
+  y_s = channel_mix(s, w[0, :c] + w[1, :c]) + (plus[:, None, :] + plus[None, :, :])
   y_s = mask_second(y_s + _diag_embed(on_diag) + const, mask)
   y_a = minus[:, None, :] - minus[None, :, :]
   if a is not None:
-    y_a = y_a + jnp.einsum("ijc,cd->ijd", a, w[0] - w[1])
+    y_a = y_a + channel_mix(a, w[0, :c] - w[1, :c])
   return y_s, mask_second(y_a, mask)
 
 
@@ -358,18 +411,19 @@ class EquivariantLinear2to1(_EquivariantLinear):
 
 
 class EquivariantLinear2to2Parts(_EquivariantLinear):
-  """EquivariantLinear2to2 on (symmetric, antisymmetric) parts: (s, a or None, mask) -> (y_s, y_a), or y_s alone
+  """EquivariantLinear2to2 on (symmetric, antisymmetric) parts: (s, a or None, mask[, u]) -> (y_s, y_a), or y_s alone
   with `symmetric_output` (the symmetrised output, all an undirected head needs). Same parameters as
-  EquivariantLinear2to2, so the two are interchangeable on a checkpoint."""
+  EquivariantLinear2to2, so the two are interchangeable on a checkpoint. Node channels u [B, N, Cu] (optional) are
+  diagonal channels of the input, as in linear_2to2_parts (the kernel is then [15, C + Cu, features])."""
   kind: str = "2to2"
   symmetric_output: bool = False
 
   @nn.compact
-  def __call__(self, s: Array, a: Array | None, mask: Array):  # pylint: disable=arguments-differ
-    w, bias, diag_bias = self._params(s.shape[-1], s.dtype)
-    fn = functools.partial(linear_2to2_parts, normalize=self.normalize)
-    axes = (0, None if a is None else 0, 0, None, None, None)
-    y_s, y_a = jax.vmap(fn, in_axes=axes)(s, a, mask, w, bias, diag_bias)
+  def __call__(self, s: Array, a: Array | None, mask: Array, u: Array | None = None):  # pylint: disable=arguments-differ
+    w, bias, diag_bias = self._params(s.shape[-1] + (0 if u is None else u.shape[-1]), s.dtype)
+    fn = lambda s, a, m, w, b, db, u: linear_2to2_parts(s, a, m, w, b, db, self.normalize, u)
+    axes = (0, None if a is None else 0, 0, None, None, None, None if u is None else 0)
+    y_s, y_a = jax.vmap(fn, in_axes=axes)(s, a, mask, w, bias, diag_bias, u)
     return y_s if self.symmetric_output else (y_s, y_a)
 
 

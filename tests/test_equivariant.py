@@ -255,6 +255,25 @@ def test_parts_layers_equal_general_layers(seed):
   np.testing.assert_allclose(got1, jax.vmap(eq.linear_2to1, (0, 0, None, None))(e, m, w5, b), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_parts_node_channels_equal_diagonal_embedded_channels(seed):
+  """linear_2to2_parts(s, a, u) equals the general map on [s + a | delta_ij u_i] (u as diagonal channels)."""
+  a, x, e, m = _batch(seed, [4, 6, 2], 8)
+  rng = np.random.default_rng(seed)
+  w = jnp.asarray(rng.normal(size=(15, 2 * C, D)), jnp.float32)
+  _, b, db = _weights(seed, 15)
+  sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
+  eye = jnp.eye(e.shape[1], dtype=e.dtype)[None, :, :, None]
+  full = jnp.concatenate([e, eye * x[:, :, None, :]], -1)  # x_i on the diagonal
+  want = jax.vmap(eq.linear_2to2, (0, 0, None, None, None))(full, m, w, b, db)
+  ys, ya = jax.vmap(eq.linear_2to2_parts, (0, 0, 0, None, None, None, None, 0))(sym, anti, m, w, b, db, True, x)
+  np.testing.assert_allclose(ys + ya, want, atol=1e-4, rtol=1e-4)
+  got = eq.EquivariantLinear2to2Parts(D).apply({"params": {"kernel": w, "bias": b, "diag_bias": db}}, sym, None, m, x)
+  want0 = jax.vmap(eq.linear_2to2, (0, 0, None, None, None))(jnp.concatenate([sym, eye * x[:, :, None, :]], -1), m,
+                                                               w, b, db)
+  np.testing.assert_allclose(got[0] + got[1], want0, atol=1e-4, rtol=1e-4)
+
+
 def test_parts_modules_share_parameters_with_general_modules():
   a, x, e, m = _batch(9, [5, 3], 6)
   sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
