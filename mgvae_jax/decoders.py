@@ -39,6 +39,12 @@ def outer_product_features(z: Array, mask: Array) -> Array:
   return zz[:, None, :] * other
 
 
+def pair_products(z: Array, mask: Array) -> Array:
+  """The per-channel outer product z_i * z_j of masked latents, batched.  [B, N, d] -> [B, N, N, d], symmetric."""
+  zm = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
+  return zm[:, :, None, :] * zm[:, None, :, :]
+
+
 class DotProductDecoder(nn.Module):
   """[B, N, d] -> edge logits [B, N, N, 1]: z_i . z_j after an optional per-node linear map."""
   features: int = 0  # 0: use the latents as they are
@@ -61,9 +67,8 @@ def second_order_stack(z: Array, mask: Array, features: int, layers: int,
   """
   if layers == 0:
     return jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
-  zm = jnp.where(mask[..., None], z, jnp.zeros((), z.dtype))
-  pairs = zm[:, :, None, :] * zm[:, None, :, :]  # [B, N, N, d], symmetric
-  s, a = equivariant.EquivariantLinear2to2Parts(features, name="EquivariantLinear2to2_0")(pairs, None, mask, zm)
+  first = equivariant.EquivariantLinear2to2Parts(features, name="EquivariantLinear2to2_0")
+  s, a = first(pair_products(z, mask), None, mask, z)  # z: the diagonal channels (masked inside)
   s, a = equivariant.activation_parts(activation, s, a)
   for k in range(1, layers):
     s, a = equivariant.EquivariantLinear2to2Parts(features, name=f"EquivariantLinear2to2_{k}")(s, a, mask)

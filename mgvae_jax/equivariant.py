@@ -240,29 +240,27 @@ def _reductions_parts(s: Array, a: Array | None, mask: Array, normalize: bool, u
 
   With node channels u [N, Cu], x also has Cu channels x_ij = delta_ij u_i after s's C (a diagonal tensor, never
   built): their reductions are u itself (diag), u / n (row and column), sum u / n (trace) and sum u / n^2 (total).
-  Sums accumulate in float32 whatever the dtype of s. Returns the masked (s, a) and (diag, row, col, trace, total) of x,
-  each with C + Cu channels.
+  Returns the masked (s, a) and (diag, row, col, trace, total) of x, each with C + Cu channels.
   """
   s = mask_second(s, mask)
-  inv_n, _ = _norms(mask, jnp.float32, normalize)
+  inv_n, _ = _norms(mask, s.dtype, normalize)
   diag = diagonal(s)  # [N, C]
-  row_s = s.sum(1, dtype=jnp.float32) * inv_n  # [N, C]  = col_s
-  trace = diag.sum(0, dtype=jnp.float32) * inv_n  # [C]
+  row_s = s.sum(1) * inv_n  # [N, C]  = col_s
+  trace = diag.sum(0) * inv_n  # [C]
   total = row_s.sum(0) * inv_n  # [C]
   if a is None:
     row_a = jnp.zeros_like(row_s)
   else:
     a = mask_second(a, mask)
-    row_a = a.sum(1, dtype=jnp.float32) * inv_n  # [N, C]  = -col_a
+    row_a = a.sum(1) * inv_n  # [N, C]  = -col_a
   row, col = row_s + row_a, row_s - row_a
   if u is not None:
-    u = mask_first(u, mask).astype(jnp.float32)  # [N, Cu]
+    u = mask_first(u, mask)  # [N, Cu]
     u_trace = u.sum(0) * inv_n  # [Cu]
-    cat = lambda x, y: jnp.concatenate([x.astype(jnp.float32), y], -1)
+    cat = lambda x, y: jnp.concatenate([x, y], -1)
     diag, row, col = cat(diag, u), cat(row, u * inv_n), cat(col, u * inv_n)
     trace, total = cat(trace, u_trace), cat(total, u_trace * inv_n)
-  dt = s.dtype
-  return s, a, tuple(v.astype(dt) for v in (diag, row, col, trace, total))
+  return s, a, (diag, row, col, trace, total)
 
 
 @jax.custom_vjp

@@ -174,8 +174,7 @@ class GraphDecoder(nn.Module):
       pairs = nn.Dense(n * n * (1 + e), name="pair_head")(h).reshape(b, n, n, 1 + e)
       node = nn.Dense(n * t, name="node_head")(h).reshape(b, n, t)
     else:
-      zm = z * mask[..., None]
-      prod = zm[:, :, None, :] * zm[:, None, :, :]  # [B, N, N, d]
+      prod = decoders.pair_products(z, mask)  # [B, N, N, d]
       pairs = jnp.concatenate([prod.sum(-1, keepdims=True), nn.Dense(e, name="pair_head")(prod)], -1)
       node = nn.Dense(t, name="node_head")(z)
     pairs = 0.5 * (pairs + jnp.swapaxes(pairs, 1, 2)) * pm[..., None]  # undirected
