@@ -188,11 +188,13 @@ def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh,
   return state, summary
 
 
-def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_weight: float = 1.0):
+def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_weight: float = 1.0,
+                 chunk: int = vae.DECODE_CHUNK):
   """A jitted `sample(params, key) -> probabilities` of `batch_size` graphs drawn from the prior of `level`.
 
   Level 0 returns MGVAE.decode's finest-level {node, edge, edge_type} (edge probabilities calibrated for the
-  training BCE's `edge_pos_weight`); coarser levels {adjacency}. One compilation serves every batch.
+  training BCE's `edge_pos_weight`); coarser levels {adjacency}. One compilation serves every batch. The latents
+  are decoded `chunk` graphs at a time inside the one compiled call (vae.decode_in_chunks: cache-sized passes).
   """
 
   @jax.jit
@@ -200,9 +202,12 @@ def make_sampler(model: vae.MGVAE, batch_size: int, level: int = 0, edge_pos_wei
     k_prior, k_decode = jax.random.split(key)
     z = model.apply({"params": params}, batch_size, level, method=vae.MGVAE.sample_prior, rngs={"sample": k_prior})
     if level:
-      return model.apply({"params": params}, z, level, method=vae.MGVAE.decode)
-    # The autoregressive decoder samples its choices with the `sample` stream; the others ignore it.
-    return model.apply({"params": params}, z, 0, edge_pos_weight, method=vae.MGVAE.decode, rngs={"sample": k_decode})
+      decode = lambda zc, _: model.apply({"params": params}, zc, level, method=vae.MGVAE.decode)
+    else:
+      # The autoregressive decoder samples its choices with the `sample` stream; the others ignore it.
+      decode = lambda zc, kc: model.apply({"params": params}, zc, 0, edge_pos_weight, method=vae.MGVAE.decode,
+                                          rngs={"sample": kc})
+    return vae.decode_in_chunks(decode, z, k_decode, chunk)
 
   return sample
 

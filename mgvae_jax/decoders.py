@@ -67,12 +67,11 @@ def second_order_stack(z: Array, mask: Array, features: int, layers: int,
   """
   if layers == 0:
     return jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
-  first = equivariant.EquivariantLinear2to2Parts(features, name="EquivariantLinear2to2_0")
-  s, a = first(pair_products(z, mask), None, mask, z)  # z: the diagonal channels (masked inside)
-  s, a = equivariant.activation_parts(activation, s, a)
+  layer = lambda k: equivariant.EquivariantLinear2to2Parts(features, activation=activation,
+                                                           name=f"EquivariantLinear2to2_{k}")
+  s, a = layer(0)(pair_products(z, mask), None, mask, z)  # z: the diagonal channels (masked inside)
   for k in range(1, layers):
-    s, a = equivariant.EquivariantLinear2to2Parts(features, name=f"EquivariantLinear2to2_{k}")(s, a, mask)
-    s, a = equivariant.activation_parts(activation, s, a)
+    s, a = layer(k)(s, a, mask)
   return s, a
 
 

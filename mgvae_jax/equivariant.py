@@ -306,14 +306,8 @@ def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Ar
   s [N, N, C] symmetric, a [N, N, C] antisymmetric or None (zero) -> (y_s, y_a) [N, N, D].
   """
   c = s.shape[-1]
-  s, a, (diag, row, col, trace, total) = _reductions_parts(s, a, mask, normalize, u)
-  mm = lambda v, k: v @ w[k]
-  on_diag = mm(diag, 2) + mm(trace, 3) + mm(row, 4) + mm(col, 5) + mm(total, 6) + diag_bias  # [N, D]
-  if u is not None:
-    on_diag = on_diag + diag[:, c:] @ (w[0, c:] + w[1, c:])  # ops 0 and 1 of the diagonal channels
-  p = mm(diag, 7) + mm(row, 9) + mm(col, 11)  # [N, D]  broadcast along rows (depends on i)
-  q = mm(diag, 8) + mm(row, 10) + mm(col, 12)  # [N, D]  broadcast along columns (depends on j)
-  const = mm(trace, 13) + mm(total, 14) + bias  # [D]
+  s, a, reductions = _reductions_parts(s, a, mask, normalize, u)
+  on_diag, p, q, const = _broadcast_terms(reductions, w, bias, diag_bias, c, u is not None)
   plus, minus = 0.5 * (p + q), 0.5 * (p - q)
   y_s = channel_mix(s, w[0, :c] + w[1, :c]) + (plus[:, None, :] + plus[None, :, :])
   y_s = mask_second(y_s + _diag_embed(on_diag) + const, mask)
@@ -321,6 +315,53 @@ def linear_2to2_parts(s: Array, a: Array | None, mask: Array, w: Array, bias: Ar
   if a is not None:
     y_a = y_a + channel_mix(a, w[0, :c] - w[1, :c])
   return y_s, mask_second(y_a, mask)
+
+
+def _broadcast_terms(reductions, w: Array, bias: Array, diag_bias: Array, c: int, node_channels: bool):
+  """The [N]- and []-sized terms of the 2->2 map from x's reductions (ops 2-14), in two GEMMs instead of thirteen.
+
+  Returns on_diag [N, D] (ops 2-6, diag_bias, and ops 0-1 of node channels past c), p [N, D] (ops 7, 9, 11: broadcast
+  along rows, depends on i), q [N, D] (ops 8, 10, 12: broadcast along columns, depends on j), const [D] (13, 14, bias).
+  """
+  diag, row, col, trace, total = reductions
+  d = w.shape[-1]
+  cat = jnp.concatenate
+  nodes = cat([diag, row, col], -1)  # [N, 3C]
+  w_nodes = cat([cat([w[2], w[7], w[8]], 1), cat([w[4], w[9], w[10]], 1), cat([w[5], w[11], w[12]], 1)], 0)
+  per_node = nodes @ w_nodes  # [N, 3D]: on_diag | p | q
+  w_glob = cat([cat([w[3], w[13]], 1), cat([w[6], w[14]], 1)], 0)  # [2C, 2D]
+  glob = cat([trace, total]) @ w_glob  # [2D]: on_diag | const
+  on_diag = per_node[:, :d] + glob[:d] + diag_bias
+  if node_channels:
+    on_diag = on_diag + diag[:, c:] @ (w[0, c:] + w[1, c:])  # ops 0 and 1 of the diagonal channels
+  return on_diag, per_node[:, d:2 * d], per_node[:, 2 * d:], glob[d:] + bias
+
+
+def linear_2to2_activation_parts(fn: Callable[[Array], Array], s: Array, a: Array | None, mask: Array, w: Array,
+                                 bias: Array, diag_bias: Array, normalize: bool = True,
+                                 u: Array | None = None) -> tuple[Array, Array]:
+  """`activation_parts(fn, *linear_2to2_parts(s, a, mask, w, ...))` in one pass over the pairs (same result).
+
+  With y = y_s + y_a, the activation needs y and y^T = y_s - y_a. Their broadcast terms simplify:
+    y_ij   = G_s + G_a + p_i + q_j + delta_ij on_diag_i + const
+    y^T_ij = G_s - G_a + q_i + p_j + delta_ij on_diag_i + const
+  (G_s = s (W_0 + W_1), G_a = a (W_0 - W_1)), so no half-sums and differences of p and q are formed per pair. The
+  [N, D] terms are materialised first: fused into the [N, N, D] loop, XLA's CPU backend recomputes their sums for
+  every pair, and that loop, not the GEMMs, was the decoder's cost (measured: README, benchmarks, issue #6).
+  """
+  c, n = s.shape[-1], s.shape[0]
+  s, a, reductions = _reductions_parts(s, a, mask, normalize, u)
+  on_diag, p, q, const = _broadcast_terms(reductions, w, bias, diag_bias, c, u is not None)
+  on_diag, p, q = jax.lax.optimization_barrier((on_diag, p + const, q))
+  g = channel_mix(s, w[0, :c] + w[1, :c])  # [N, N, D]
+  x = xt = g
+  if a is not None:
+    h = channel_mix(a, w[0, :c] - w[1, :c])  # [N, N, D]
+    x, xt = g + h, g - h
+  on = jnp.where(jnp.eye(n, dtype=bool)[:, :, None], on_diag[:, None, :], jnp.zeros((), g.dtype))  # [N, N, D]
+  up = fn(mask_second(x + p[:, None, :] + q[None, :, :] + on, mask))
+  down = fn(mask_second(xt + q[:, None, :] + p[None, :, :] + on, mask))
+  return 0.5 * (up + down), 0.5 * (up - down)
 
 
 def activation_parts(fn: Callable[[Array], Array], s: Array, a: Array) -> tuple[Array, Array]:
@@ -412,14 +453,23 @@ class EquivariantLinear2to2Parts(_EquivariantLinear):
   """EquivariantLinear2to2 on (symmetric, antisymmetric) parts: (s, a or None, mask[, u]) -> (y_s, y_a), or y_s alone
   with `symmetric_output` (the symmetrised output, all an undirected head needs). Same parameters as
   EquivariantLinear2to2, so the two are interchangeable on a checkpoint. Node channels u [B, N, Cu] (optional) are
-  diagonal channels of the input, as in linear_2to2_parts (the kernel is then [15, C + Cu, features])."""
+  diagonal channels of the input, as in linear_2to2_parts (the kernel is then [15, C + Cu, features]). With
+  `activation`, returns gamma of the output as parts (linear_2to2_activation_parts)."""
   kind: str = "2to2"
   symmetric_output: bool = False
+  # gamma applied to the output (linear_2to2_activation_parts: one pass, same result as activation_parts after it).
+  activation: Callable[[Array], Array] | None = None
 
   @nn.compact
   def __call__(self, s: Array, a: Array | None, mask: Array, u: Array | None = None):  # pylint: disable=arguments-differ
     w, bias, diag_bias = self._params(s.shape[-1] + (0 if u is None else u.shape[-1]), s.dtype)
-    fn = lambda s, a, m, w, b, db, u: linear_2to2_parts(s, a, m, w, b, db, self.normalize, u)
+    if self.activation is not None and self.symmetric_output:
+      raise ValueError("activation and symmetric_output do not combine: the symmetric head is a linear output")
+    if self.activation is None:
+      fn = lambda s, a, m, w, b, db, u: linear_2to2_parts(s, a, m, w, b, db, self.normalize, u)
+    else:
+      fn = lambda s, a, m, w, b, db, u: linear_2to2_activation_parts(self.activation, s, a, m, w, b, db,
+                                                                     self.normalize, u)
     axes = (0, None if a is None else 0, 0, None, None, None, None if u is None else 0)
     y_s, y_a = jax.vmap(fn, in_axes=axes)(s, a, mask, w, bias, diag_bias, u)
     return y_s if self.symmetric_output else (y_s, y_a)

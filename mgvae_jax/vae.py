@@ -376,6 +376,33 @@ class MGVAE(nn.Module):
             + jnp.sqrt(cfg.mgn.covariance_eps) * e3)
 
 
+# Molecules decoded per pass by `decode_in_chunks`: a chunk's [C, N, N, F] decoder tensors stay in the CPU caches
+# (on ZINC, N = 38, F = 32: 2.9 MB a tensor at 16). Measured on 2 cores: 16 a pass decodes about 2.5 x as many
+# molecules a second as 500 (README, benchmarks).
+DECODE_CHUNK = 16
+
+
+def decode_in_chunks(decode, z: Array, key: Array | None, chunk: int = DECODE_CHUNK):
+  """`decode(z_chunk, key_chunk)` over the leading axis of z [B, ...] in chunks of `chunk`, concatenated.
+
+  One `lax.map` body, so one compilation for any B. The last chunk is padded with zero latents (their outputs are
+  dropped). Each chunk gets its own key split from `key` (None: decode gets None). B <= chunk, or chunk <= 0:
+  a single call of decode(z, key).
+  """
+  b = z.shape[0]
+  if chunk <= 0 or b <= chunk:
+    return decode(z, key)
+  n = -(-b // chunk)
+  if n * chunk > b:
+    z = jnp.concatenate([z, jnp.zeros((n * chunk - b,) + z.shape[1:], z.dtype)])
+  zs = z.reshape((n, chunk) + z.shape[1:])  # [n, chunk, ...]
+  if key is None:
+    out = jax.lax.map(lambda zc: decode(zc, None), zs)
+  else:
+    out = jax.lax.map(lambda args: decode(*args), (zs, jax.random.split(key, n)))
+  return jax.tree_util.tree_map(lambda x: x.reshape((n * chunk,) + x.shape[2:])[:b], out)
+
+
 def check_finite(output: MGVAEOutput) -> None:
   """Raise FloatingPointError naming every non-finite loss term, with its level and the graphs it hit.
 

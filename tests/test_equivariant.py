@@ -274,6 +274,58 @@ def test_parts_node_channels_equal_diagonal_embedded_channels(seed):
   np.testing.assert_allclose(got[0] + got[1], want0, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("seed,fn", [(0, jax.nn.relu), (1, jnp.tanh), (2, jax.nn.softplus)])
+def test_activation_parts_layer_equals_linear_then_activation(seed, fn):
+  """linear_2to2_activation_parts is activation_parts after linear_2to2_parts: values and gradients, on padded
+  graphs, with and without an antisymmetric part and node channels, and gamma(y) where y is the general map."""
+  a, x, e, m = _batch(seed, [4, 6, 2], 8)
+  rng = np.random.default_rng(seed)
+  w = jnp.asarray(rng.normal(size=(15, 2 * C, D)), jnp.float32)
+  _, b, db = _weights(seed, 15)
+  sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
+  pm = (m[:, :, None] & m[:, None, :])[..., None]
+  two_step = lambda s, a, m, w, b, db, u: eq.activation_parts(fn, *eq.linear_2to2_parts(s, a, m, w, b, db, True, u))
+  fused = lambda s, a, m, w, b, db, u: eq.linear_2to2_activation_parts(fn, s, a, m, w, b, db, True, u)
+  for anti_in, u, kernel in ((anti, None, w[:, :C]), (None, None, w[:, :C]), (anti, x, w), (None, x, w)):
+    axes = (0, None if anti_in is None else 0, 0, None, None, None, None if u is None else 0)
+    args = (sym, anti_in, m, kernel, b, db, u)
+    want_s, want_a = jax.vmap(two_step, axes)(*args)
+    got_s, got_a = jax.vmap(fused, axes)(*args)
+    np.testing.assert_allclose(got_s, want_s, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got_a, want_a, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(got_s, jnp.swapaxes(got_s, 1, 2), atol=1e-6)  # the parts stay (anti)symmetric
+    np.testing.assert_allclose(got_a, -jnp.swapaxes(got_a, 1, 2), atol=1e-6)
+    if fn is not jax.nn.softplus:  # gamma(0) = 0: padded pairs stay exactly 0
+      assert not np.any(np.asarray(got_s + got_a)[~np.asarray(pm[..., 0])])
+    # Gradients with respect to the inputs and the weights agree as well.
+    loss = lambda f: lambda s, k, b, db: sum(jnp.sum(jnp.sin(t)) for t in jax.vmap(f, axes)(
+        s, anti_in, m, k, b, db, u))
+    g_want = jax.grad(loss(two_step), argnums=(0, 1, 2, 3))(sym, kernel, b, db)
+    g_got = jax.grad(loss(fused), argnums=(0, 1, 2, 3))(sym, kernel, b, db)
+    for gw, gg in zip(g_want, g_got):
+      np.testing.assert_allclose(gg, gw, atol=1e-4, rtol=1e-4)
+  # On x = s + a the fused layer gives gamma of the general map.
+  ys, ya = jax.vmap(fused, (0, 0, 0, None, None, None, None))(sym, anti, m, w[:, :C], b, db, None)
+  want = jax.vmap(eq.linear_2to2, (0, 0, None, None, None))(e, m, w[:, :C], b, db)
+  np.testing.assert_allclose(ys + ya, fn(want), atol=2e-5, rtol=2e-5)  # want is 0 off the real pairs
+
+
+def test_activation_module_option():
+  """EquivariantLinear2to2Parts(activation=gamma) has the same parameters and returns gamma of its linear output."""
+  a, x, e, m = _batch(3, [5, 3], 6)
+  sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))
+  linear, fused = eq.EquivariantLinear2to2Parts(D), eq.EquivariantLinear2to2Parts(D, activation=jnp.tanh)
+  params = linear.init(jax.random.PRNGKey(1), sym, anti, m)
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      fused.init(jax.random.PRNGKey(1), sym, anti, m))
+  want = eq.activation_parts(jnp.tanh, *linear.apply(params, sym, anti, m))
+  for g, w_ in zip(fused.apply(params, sym, anti, m), want):
+    np.testing.assert_allclose(g, w_, atol=2e-5, rtol=2e-5)
+  with pytest.raises(ValueError, match="symmetric_output"):
+    eq.EquivariantLinear2to2Parts(D, activation=jnp.tanh, symmetric_output=True).init(
+        jax.random.PRNGKey(1), sym, anti, m)
+
+
 def test_parts_modules_share_parameters_with_general_modules():
   a, x, e, m = _batch(9, [5, 3], 6)
   sym, anti = 0.5 * (e + jnp.swapaxes(e, 1, 2)), 0.5 * (e - jnp.swapaxes(e, 1, 2))

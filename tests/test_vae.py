@@ -239,3 +239,32 @@ def test_decode_calibrates_edge_probabilities_for_the_training_pos_weight():
   p, q = np.asarray(raw)[:, off], np.asarray(cal)[:, off]
   np.testing.assert_allclose(q, p / (w - (w - 1.0) * p), rtol=1e-4, atol=1e-6)
   assert np.all(q < p)
+
+
+def test_decode_in_chunks_equals_one_pass_with_padding_and_per_chunk_keys():
+  z = jax.random.normal(jax.random.PRNGKey(0), (37, N, 4))
+  fn = lambda zc, key: {"sum": zc.sum(-1), "scaled": 2.0 * zc}
+  want = fn(z, None)
+  for chunk in (8, 16, 37, 100, 0):  # 37 = 4 x 8 + 5: the last chunk is padded, its padding dropped
+    got = jax.jit(lambda z: vae.decode_in_chunks(fn, z, None, chunk))(z)
+    assert got["scaled"].shape == z.shape
+    for k in want:
+      np.testing.assert_array_equal(got[k], want[k])
+  # Every chunk gets its own key, and the whole result is a function of the one key passed in.
+  draw = lambda zc, key: jax.random.uniform(key, zc.shape[:1])
+  keyed = np.asarray(vae.decode_in_chunks(draw, z, jax.random.PRNGKey(3), 8))
+  assert keyed.shape == (37,) and len(np.unique(keyed)) == 37
+  np.testing.assert_array_equal(keyed, vae.decode_in_chunks(draw, z, jax.random.PRNGKey(3), 8))
+
+
+def test_chunked_decoding_equals_whole_batch_decoding():
+  """MGVAE.decode of a batch is per graph: decoding it in chunks changes nothing but the passes."""
+  cfg = _config()
+  model = vae.MGVAE(cfg)
+  params = _init(model, _mol_batch(0))
+  z = jax.random.normal(jax.random.PRNGKey(4), (10, N, cfg.mgn.latent_dim))
+  decode = lambda zc, _: model.apply(params, zc, 0, 3.0, method=vae.MGVAE.decode)
+  want = jax.jit(lambda z: decode(z, None))(z)
+  got = jax.jit(lambda z: vae.decode_in_chunks(decode, z, None, 4))(z)
+  for k in ("edge", "edge_type", "node"):
+    np.testing.assert_allclose(got[k], want[k], atol=1e-6, rtol=1e-5)
