@@ -19,7 +19,8 @@ Training: one jitted train step (forward, backward, Adam) on real featurised ZIN
 Sampling, model only: prior sample + decoder for --num_samples molecules in batches of --sample_batch (one
 compilation), median of --repeats; each batch is decoded in chunks of vae.DECODE_CHUNK inside the compiled call,
 and, in the same run, in one pass (chunk 0) for comparison. End to end: the same sampling, then RDKit decoding
-(corrected and uncorrected) and the #5 metrics without FCD (validity, uniqueness, novelty, QED, NSPDK against 1,000 test molecules), once.
+(corrected and uncorrected) and the #5 metrics without FCD (validity, uniqueness, novelty, QED, NSPDK against 1,000
+test molecules), once.
 Without --workdir the parameters are freshly initialised (what is decoded then differs from a trained model's
 molecules, and so may RDKit's time); with it, the run's latest checkpoint (preset cpu only).
 

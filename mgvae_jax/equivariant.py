@@ -349,7 +349,7 @@ def linear_2to2_activation_parts(fn: Callable[[Array], Array], s: Array, a: Arra
   [N, D] terms are materialised first: fused into the [N, N, D] loop, XLA's CPU backend recomputes their sums for
   every pair, and that loop, not the GEMMs, was the decoder's cost (measured: README, benchmarks, issue #6).
   """
-  c, n = s.shape[-1], s.shape[0]
+  c = s.shape[-1]
   s, a, reductions = _reductions_parts(s, a, mask, normalize, u)
   on_diag, p, q, const = _broadcast_terms(reductions, w, bias, diag_bias, c, u is not None)
   on_diag, p, q = jax.lax.optimization_barrier((on_diag, p + const, q))
@@ -358,7 +358,7 @@ def linear_2to2_activation_parts(fn: Callable[[Array], Array], s: Array, a: Arra
   if a is not None:
     h = channel_mix(a, w[0, :c] - w[1, :c])  # [N, N, D]
     x, xt = g + h, g - h
-  on = jnp.where(jnp.eye(n, dtype=bool)[:, :, None], on_diag[:, None, :], jnp.zeros((), g.dtype))  # [N, N, D]
+  on = _diag_embed(on_diag)  # [N, N, D]
   up = fn(mask_second(x + p[:, None, :] + q[None, :, :] + on, mask))
   down = fn(mask_second(xt + q[:, None, :] + p[None, :, :] + on, mask))
   return 0.5 * (up + down), 0.5 * (up - down)

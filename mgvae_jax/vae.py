@@ -396,10 +396,8 @@ def decode_in_chunks(decode, z: Array, key: Array | None, chunk: int = DECODE_CH
   if n * chunk > b:
     z = jnp.concatenate([z, jnp.zeros((n * chunk - b,) + z.shape[1:], z.dtype)])
   zs = z.reshape((n, chunk) + z.shape[1:])  # [n, chunk, ...]
-  if key is None:
-    out = jax.lax.map(lambda zc: decode(zc, None), zs)
-  else:
-    out = jax.lax.map(lambda args: decode(*args), (zs, jax.random.split(key, n)))
+  keys = None if key is None else jax.random.split(key, n)  # None is an empty pytree: lax.map passes it through
+  out = jax.lax.map(lambda args: decode(*args), (zs, keys))
   return jax.tree_util.tree_map(lambda x: x.reshape((n * chunk,) + x.shape[2:])[:b], out)
 
 
