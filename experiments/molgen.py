@@ -31,6 +31,7 @@ from experiments import plots
 from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
+from mgvae_jax import aggregate_prior
 from mgvae_jax import autoregressive
 from mgvae_jax import graphs
 from mgvae_jax import vae
@@ -38,6 +39,8 @@ from mgvae_jax.chem import decode
 from mgvae_jax.chem import draw
 from mgvae_jax.chem import featurise
 from mgvae_jax.chem import metrics as chem_metrics
+from mgvae_jax.chem import reconstruction
+from mgvae_jax.chem import statistics
 from mgvae_jax.data import molecules
 from mgvae_jax.training import sharding
 
@@ -53,6 +56,8 @@ class Data:
   train_smiles: list[str]  # their SMILES (novelty reference)
   test_smiles: list[str]  # FCD / NSPDK reference
   report: featurise.FeaturiseReport
+  held_out: graphs.GraphBatch  # featurised test molecules whose reconstruction is measured
+  held_out_smiles: list[str]
 
 
 def _read_smiles_file(path: str) -> list[str]:
@@ -80,17 +85,32 @@ def load_data(config: MolgenConfig, feat: featurise.Featuriser) -> Data:
     keep = np.sort(np.random.default_rng(config.seed).choice(len(test), config.num_test, replace=False))
     test = [test[i] for i in keep]
   kept = [smiles[i] for i in report.kept_indices]
-  return Data(train=batch, train_smiles=kept, test_smiles=test, report=report)
+  held_out, held_out_smiles = held_out_molecules(config, feat)
+  return Data(train=batch, train_smiles=kept, test_smiles=test, report=report, held_out=held_out,
+              held_out_smiles=held_out_smiles)
+
+
+def held_out_molecules(config: MolgenConfig, feat: featurise.Featuriser) -> tuple[graphs.GraphBatch, list[str]]:
+  """`config.num_reconstruct` test molecules (a seeded draw) that the featuriser can encode, and their SMILES."""
+  test = molecules.load_smiles(config.dataset, "test")
+  rng = np.random.default_rng(config.seed + 1)
+  pick = rng.permutation(len(test))[:max(2 * config.num_reconstruct, 16)]
+  batch, report = feat.featurise_many([test[i] for i in pick])
+  keep = min(config.num_reconstruct, report.kept)
+  smiles = [test[pick[i]] for i in report.kept_indices[:keep]]
+  return jax.tree_util.tree_map(lambda x: x[:keep], batch), smiles
 
 
 # --- Decoding and pictures. ----------------------------------------------------------------------------------------
 
 
-def decode_molecules(probs: dict[str, np.ndarray], feat: featurise.Featuriser,
-                     edge_threshold: float) -> tuple[list[Optional[str]], list[Optional[str]], dict]:
-  """(corrected SMILES, uncorrected SMILES, failure counts by reason) of finest-level sample probabilities."""
-  corrected = decode.decode_samples(probs, feat, corrected=True, edge_threshold=edge_threshold, connect=True)
-  raw = decode.decode_samples(probs, feat, corrected=False, edge_threshold=edge_threshold)
+def decode_molecules(probs: dict[str, np.ndarray], feat: featurise.Featuriser, edge_threshold: float,
+                     workers: Optional[int] = 1) -> tuple[list[Optional[str]], list[Optional[str]], dict]:
+  """(corrected SMILES, uncorrected SMILES, failure counts by reason) of finest-level sample probabilities, decoded
+  in `workers` processes (None: every core)."""
+  corrected = decode.decode_samples(probs, feat, corrected=True, edge_threshold=edge_threshold, connect=True,
+                                    workers=workers)
+  raw = decode.decode_samples(probs, feat, corrected=False, edge_threshold=edge_threshold, workers=workers)
   failures = {}
   for r in corrected:
     if not r.valid:
@@ -136,6 +156,54 @@ def check_construction_steps(config: MolgenConfig, train: graphs.GraphBatch, str
   return {"steps": steps, "most_needed": int(need.max()), "training_molecules_truncated": over}
 
 
+def make_quality_fn(config: MolgenConfig, model: vae.MGVAE, feat: featurise.Featuriser, data: Data):
+  """`fn(params, step) -> dict`: a quick reading of what the model has learned, for the quality curve.
+
+  Held-out reconstruction of the first `quality_molecules` molecules (exact, corrected, bond AUC) and the validity,
+  uniqueness and FCD of `quality_samples` prior samples against the test molecules.
+  """
+  pos_weight = vae.edge_pos_weight(data.train)
+  size = min(config.quality_molecules, int(data.held_out.nodes.shape[0]))
+  held_out = jax.tree_util.tree_map(lambda x: x[:size], data.held_out)
+  smiles = data.held_out_smiles[:size]
+  reconstructor = reconstruction.make_reconstructor(model, pos_weight)
+  sample_batch = min(config.sample_batch_size, config.quality_samples)
+  sampler = trainer.make_sampler(model, sample_batch, 0, pos_weight)
+
+  def fn(params, step):
+    del step
+    params = jax.device_put(params, jax.local_devices()[0])
+    recon = reconstruction.reconstruction_metrics(model, params, held_out, smiles, feat, edge_pos_weight=pos_weight,
+                                                  edge_threshold=config.edge_threshold, batch_size=size,
+                                                  reconstructor=reconstructor)
+    probs = trainer.sample_probabilities(model, params, config.quality_samples, sample_batch, config.seed,
+                                         edge_pos_weight=pos_weight, sampler=sampler)
+    generated, uncorrected, _ = decode_molecules(probs, feat, config.edge_threshold)
+    gen = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles, uncorrected=uncorrected,
+                                          compute_fcd=config.compute_fcd, compute_nspdk=False)
+    return {"exact": recon["exact"], "exact_corrected": recon["exact_corrected"], "bond_auc": recon["bond_auc"],
+            "kl_nats": recon["kl_nats"], "validity_wo_correction": gen["validity_wo_correction"],
+            "uniqueness": gen["uniqueness"], "fcd": gen.get("fcd")}
+
+  return fn
+
+
+def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int
+                 ) -> tuple[aggregate_prior.GaussianMixture, dict]:
+  """The Gaussian mixture fitted to the training molecules' finest posterior means (aggregate_prior.py), cached in
+  `<workdir>/aggregate_prior_step<S>.npz`; and what was fitted, for metrics.json."""
+  path = os.path.join(workdir, f"aggregate_prior_step{step}.npz")
+  t0 = time.perf_counter()
+  if os.path.exists(path):
+    mixture = aggregate_prior.GaussianMixture.load(path)
+  else:
+    latents = aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size)
+    mixture = aggregate_prior.fit(latents, config.prior_components, config.seed)
+    mixture.save(path)
+  return mixture, {"components": int(mixture.weights.shape[0]), "dimension": int(mixture.means.shape[1]),
+                   "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
+
+
 # --- The job. ------------------------------------------------------------------------------------------------------
 
 
@@ -149,7 +217,9 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   data = load_data(config, feat)
   model = vae.MGVAE(config.model)
   construction = check_construction_steps(config, data.train, stream)
-  state, summary = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules")
+  evaluate = make_quality_fn(config, model, feat, data) if config.quality_every else None
+  state, summary = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules",
+                                 evaluate=evaluate, evaluate_every=config.quality_every)
   if construction:
     summary["autoregressive"] = construction
   if jax.process_index() != 0 or not config.evaluate:
@@ -159,10 +229,16 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
 
   t0 = time.perf_counter()
   pos_weight = summary["edge_pos_weight"]
-  probs = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
-                               edge_pos_weight=pos_weight)
+  prior_report = None
+  if config.sample_from == "aggregate":
+    mixture, prior_report = fitted_prior(config, model, params, data, workdir, int(summary["steps"]))
+    probs = aggregate_prior.sample_and_decode(model, params, mixture, config.num_samples, config.seed,
+                                              config.sample_batch_size, pos_weight, trainer.SAMPLE_STREAM)
+  else:
+    probs = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
+                                         edge_pos_weight=pos_weight)
   t_sample = time.perf_counter() - t0
-  generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold)
+  generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold, workers=None)
   t_decode = time.perf_counter() - t0 - t_sample
   write_smiles(generated, os.path.join(workdir, "samples.smi"))
   write_smiles(uncorrected, os.path.join(workdir, "samples_uncorrected.smi"))
@@ -170,8 +246,26 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
         file=out, flush=True)
   result = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles,
                                            num_samples=config.num_samples, uncorrected=uncorrected,
-                                           compute_fcd=config.compute_fcd, compute_nspdk=config.compute_nspdk)
+                                           compute_fcd=config.compute_fcd, compute_nspdk=config.compute_nspdk,
+                                           workers=None)
   t_eval = time.perf_counter() - t0 - t_sample - t_decode
+  recon = reconstruction.reconstruction_metrics(model, params, data.held_out, data.held_out_smiles, feat,
+                                                edge_pos_weight=pos_weight, edge_threshold=config.edge_threshold,
+                                                keep_examples=12)
+  draw.reconstruction_pairs(recon.pop("examples"), os.path.join(workdir, "reconstruction.png"))
+  sample_stats = statistics.molecule_statistics(generated)
+  test_stats = statistics.molecule_statistics(data.test_smiles)
+  t_diag = time.perf_counter() - t0 - t_sample - t_decode - t_eval
+  if prior_report is not None:  # the same model's learnable prior beside the fitted one, measured the same way
+    learned = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
+                                           edge_pos_weight=pos_weight)
+    l_gen, l_raw, _ = decode_molecules(learned, feat, config.edge_threshold, workers=None)
+    l_metrics = chem_metrics.generation_metrics(l_gen, data.train_smiles, data.test_smiles, uncorrected=l_raw,
+                                                compute_fcd=config.compute_fcd, compute_nspdk=False, workers=None)
+    l_stats = statistics.molecule_statistics(l_gen, sa_score=False)
+    prior_report["learnable_prior_samples"] = {
+        **{k: l_metrics[k] for k in ("validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd")},
+        "rings_mean": l_stats["rings_mean"], "atoms_mean": l_stats["atoms_mean"]}
 
   drawn = draw.molecule_grid([s for s in generated if s], os.path.join(workdir, "molecules.png"),
                              max_molecules=config.grid_molecules)
@@ -179,16 +273,28 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   pair = [data.test_smiles[i] for i in rng.choice(len(data.test_smiles), 2, replace=False)]
   strip = interpolation(model, params, feat, pair, config.interpolation_steps, config.edge_threshold, pos_weight)
   draw.interpolation_strip(strip, os.path.join(workdir, "interpolation.png"))
-  plots.loss_curve(plots.read_jsonl(os.path.join(workdir, "metrics.jsonl")), os.path.join(workdir, "loss_curve.png"))
+  records = plots.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  plots.loss_curve(records, os.path.join(workdir, "loss_curve.png"))
+  if config.quality_every:
+    plots.quality_curve(records, os.path.join(workdir, "quality_curve.png"))
 
   report = {"dataset": config.dataset, "preset": config.preset, "step": config.num_steps, **result,
             "decode_failures": failures, "training": summary,
             "featurise": {"kept": data.report.kept, "total": data.report.total, "rejected": data.report.rejected},
+            "reconstruction": recon, "sampled_from": config.sample_from, "fitted_prior": prior_report,
+            "sample_statistics": {"samples": sample_stats, "test": test_stats,
+                                  "gaps": statistics.compare(sample_stats, test_stats)},
             "interpolation": {"endpoints": pair, "decoded": strip}, "grid": drawn,
-            "seconds": {"sample": t_sample, "decode": t_decode, "evaluate": t_eval}}
+            "seconds": {"sample": t_sample, "decode": t_decode, "evaluate": t_eval, "diagnostics": t_diag}}
   report = trainer.write_report(report, workdir, {"step": config.num_steps, **{k: report[k] for k in result}})
   keys = ("validity", "validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd", "nspdk_mmd")
   print("metrics: " + " ".join(f"{k}={report.get(k)}" for k in keys), file=out, flush=True)
+  print(f"held-out reconstruction ({recon['molecules']} molecules): " + " ".join(
+      f"{k}={recon[k]}" for k in ("exact", "exact_corrected", "valid", "bond_auc", "topk_precision", "node_accuracy",
+                                  "kl_nats")), file=out, flush=True)
+  print("samples against test: " + " ".join(
+      f"{k}={sample_stats[k]}/{test_stats[k]}" for k in ("atoms_mean", "rings_mean", "qed_mean", "sa_mean")),
+        file=out, flush=True)
   return report
 
 

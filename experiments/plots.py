@@ -71,6 +71,36 @@ def loss_curve(records: Sequence[dict], path: str, terms: Sequence[str] = ("loss
   _save(fig, path)
 
 
+def quality_curve(records: Sequence[dict], path: str) -> None:
+  """Held-out reconstruction (left axis) and sample FCD (right axis) against step, from the "quality" records that
+  experiments.trainer.train writes during training (a step seen twice keeps its last record)."""
+  by_step = {int(r["step"]): r for r in records if r.get("phase") == "quality"}
+  steps = sorted(by_step)
+  if not steps:
+    raise ValueError("quality_curve: no quality records (set quality_every)")
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for key, label in (("exact", "exact reconstruction"), ("exact_corrected", "exact, corrected"),
+                     ("bond_auc", "bond AUC"), ("validity_wo_correction", "sample validity w/o correction")):
+    pts = [(s, by_step[s].get(key)) for s in steps if by_step[s].get(key) is not None]
+    if pts:
+      ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+  ax.set_xlabel("step")
+  ax.set_ylabel("held-out fraction / AUC")
+  ax.set_ylim(0.0, 1.0)
+  ax.grid(alpha=0.3)
+  fcd = [(s, by_step[s].get("fcd")) for s in steps if by_step[s].get("fcd") is not None]
+  lines, labels = ax.get_legend_handles_labels()
+  if fcd:
+    ax2 = ax.twinx()
+    ax2.plot([p[0] for p in fcd], [p[1] for p in fcd], color="black", linestyle="--", marker="s", label="sample FCD")
+    ax2.set_ylabel("FCD (lower is better)")
+    more_lines, more_labels = ax2.get_legend_handles_labels()
+    lines, labels = lines + more_lines, labels + more_labels
+  ax.legend(lines, labels, loc="center right", fontsize=8)
+  ax.set_title("What MGVAE has learned")
+  _save(fig, path)
+
+
 def graph_grid(generated: Sequence, training: Sequence, path: str, columns: int = 6, seed: int = 0) -> int:
   """Figures 10-11: rows of generated graphs above rows of training graphs (networkx spring layout). Returns how many
   generated graphs were drawn (at most 2 rows' worth; empty samples are skipped)."""

@@ -30,6 +30,7 @@ from mgvae_jax import graphs
 from mgvae_jax import vae
 from mgvae_jax import training
 from mgvae_jax.chem import metrics as chem_metrics
+from mgvae_jax.data import molecules
 from mgvae_jax.training import progress
 
 
@@ -119,6 +120,68 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
 
 
 
+GDSS_SAMPLES = 10_000
+
+
+def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None, workers: Optional[int] = None,
+                  stream: Optional[TextIO] = None) -> dict:
+  """GDSS's molecule protocol (Jo et al. 2022): 10,000 prior samples; validity w/o correction, uniqueness, novelty;
+  FCD and NSPDK MMD against the whole test split. Beside them, the floor: the same metrics for 10,000 training
+  molecules against the test split (what a model that reproduced the training distribution would score).
+
+  Decoding and the RDKit metrics run on `workers` processes (None: every core). Writes
+  `<workdir>/samples/gdss_step<S>_seed<seed>.json` (and the SMILES beside it); the floor is cached per run in
+  `<workdir>/samples/gdss_floor.json`.
+  """
+  config = load_config(workdir)
+  config, model, params, step = load_run(workdir, config)
+  out = stream or sys.stdout
+  feat = config.featuriser()
+  data = molgen.load_data(config, feat)
+  test = molecules.load_smiles(config.dataset, "test")  # the whole split, not the run's subset
+  pos_weight = vae.edge_pos_weight(data.train)
+  out_dir = os.path.join(workdir, "samples")
+  os.makedirs(out_dir, exist_ok=True)
+  t0 = time.perf_counter()
+  probs = trainer.sample_probabilities(model, params, GDSS_SAMPLES, batch_size or config.sample_batch_size, seed, 0,
+                                       pos_weight)
+  t_sample = time.perf_counter() - t0
+  generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold, workers)
+  t_decode = time.perf_counter() - t0 - t_sample
+  stem = os.path.join(out_dir, f"gdss_step{step}_seed{seed}")
+  molgen.write_smiles(generated, f"{stem}.smi")
+  molgen.write_smiles(uncorrected, f"{stem}.uncorrected.smi")
+  result = chem_metrics.generation_metrics(generated, data.train_smiles, test, uncorrected=uncorrected,
+                                           workers=workers)
+  t_fcd = result.pop("fcd_seconds", 0.0)
+  t_metrics = time.perf_counter() - t0 - t_sample - t_decode - t_fcd
+  floor_path = os.path.join(out_dir, "gdss_floor.json")
+  if os.path.exists(floor_path):
+    floor = json.load(open(floor_path))
+  else:
+    reference = molecules.load_smiles(config.dataset, "train", num_train=GDSS_SAMPLES, seed=config.seed + 7)
+    floor = chem_metrics.generation_metrics(reference, [], test, workers=workers)
+    floor = {k: floor[k] for k in ("fcd", "nspdk_mmd", "fcd_num_generated", "fcd_num_test")}
+    trainer.write_json(floor_path, floor)
+  result = progress.to_json({
+      "protocol": "gdss", "workdir": workdir, "step": step, "seed": seed, **result, "decode_failures": failures,
+      "floor_train_vs_test": floor,
+      "seconds": {"sample": t_sample, "decode": t_decode, "metrics_without_fcd": t_metrics, "fcd": t_fcd,
+                  "end_to_end_without_fcd": t_sample + t_decode + t_metrics}})
+  trainer.write_json(f"{stem}.json", result)
+  print(f"GDSS protocol, {GDSS_SAMPLES} samples at step {step}: validity w/o correction "
+        f"{result['validity_wo_correction']:.3f}, uniqueness {result['uniqueness']:.3f}, novelty "
+        f"{result['novelty']:.3f}, FCD {_f(result['fcd'])} (train vs test floor {_f(floor['fcd'])}), NSPDK "
+        f"{_f(result['nspdk_mmd'])} (floor {_f(floor['nspdk_mmd'])}); {t_sample + t_decode + t_metrics:.1f} s end "
+        f"to end without FCD (sampling {t_sample:.1f}, decoding {t_decode:.1f}, metrics {t_metrics:.1f}), FCD "
+        f"{t_fcd:.1f} s; wrote {stem}.json", file=out, flush=True)
+  return result
+
+
+def _f(x) -> str:
+  return "n/a" if x is None else f"{x:.4g}"
+
+
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -133,6 +196,12 @@ def main(argv: Sequence[str]) -> None:
   except (ValueError, FileNotFoundError) as exc:
     raise app.UsageError(str(exc)) from exc
   f = flags.FLAGS
+  if f.protocol == "gdss":
+    if f.level != 0 or f["num_samples"].present or f.out_dir:
+      raise app.UsageError("--protocol=gdss samples 10,000 molecules at level 0 into <workdir>/samples; it takes no "
+                           "--level, --num_samples or --out_dir")
+    gdss_protocol(f.workdir, f.seed, f.batch_size, None if f.workers == 0 else f.workers)
+    return
   run(f.workdir, f.num_samples, f.level, f.seed, f.batch_size, f.out_dir, False if f.no_fcd else None)
 
 
@@ -146,6 +215,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", None, "Samples per compiled batch; default the run's sample_batch_size.")
   flags.DEFINE_string("out_dir", None, "Where to write; default <workdir>/samples.")
   flags.DEFINE_bool("no_fcd", False, "Skip FCD.")
+  flags.DEFINE_enum("protocol", None, ("gdss",), "gdss: 10,000 samples, FCD and NSPDK against the whole test split, "
+                    "with the train-vs-test floor beside them.")
+  flags.DEFINE_integer("workers", 0, "Processes for decoding and the RDKit metrics (0: every core).")
 
 
 if __name__ == "__main__":

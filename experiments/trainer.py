@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 from absl import logging
 import jax
@@ -28,7 +28,7 @@ from mgvae_jax import vae
 from mgvae_jax.data import pipeline
 from mgvae_jax.training import sharding
 
-_SAMPLE_STREAM = 0x5A3B1E  # folded into the seed for sampling, so sampling never reuses training randomness
+SAMPLE_STREAM = 0x5A3B1E  # folded into the seed for sampling, so sampling never reuses training randomness
 
 
 def write_json(path: str, value, lines: bool = False) -> None:
@@ -138,10 +138,13 @@ def config_from_main(argv, build):
 
 
 def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh, stream: Optional[TextIO] = None,
-          what: str = "graphs") -> tuple[Any, dict]:
+          what: str = "graphs", evaluate: Optional[Callable[[Any, int], dict]] = None,
+          evaluate_every: int = 0) -> tuple[Any, dict]:
   """Restore-or-init, then train to config.num_steps with checkpoints; returns (state, summary).
 
   data: every training graph, stacked host arrays [G, ...]; `what` names them in the log.
+  evaluate(params, step) -> dict, run on process 0 every `evaluate_every` steps (0: never) and at step 0 of a fresh
+  run; each result is printed and appended to metrics.jsonl as {"phase": "quality", "step": ..., ...}.
   """
   optimizer = make_optimizer(config)
   example, _ = next(pipeline.batches(data, config.batch_size, seed=config.seed, epoch=0))
@@ -162,7 +165,23 @@ def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh,
   progress = training.Progress(config.num_steps, config.log_every,
                                os.path.join(workdir, "metrics.jsonl") if jax.process_index() == 0 else None, stream)
   steps_per_epoch = pipeline.num_batches(num_graphs, config.batch_size)
+  quality_log = os.path.join(workdir, "metrics.jsonl")
+
+  def quality(step: int) -> None:
+    if evaluate is None or not evaluate_every or jax.process_index() != 0:
+      return
+    record = training.progress.to_json({"phase": "quality", "step": step,
+                                        **evaluate(sharding.local_copy(state.params), step)})
+    with open(quality_log, "a") as f:
+      f.write(json.dumps(record, allow_nan=False) + "\n")
+    print("quality at step " + str(step) + ": " + " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+        if k not in ("phase", "step")), file=stream or sys.stdout, flush=True)
+
+  if start == 0:
+    quality(0)
   t0 = time.perf_counter()
+  eval_seconds = 0.0
   step = start
   try:
     while step < config.num_steps:
@@ -175,13 +194,17 @@ def train(config, workdir: str, model: vae.MGVAE, data: graphs.GraphBatch, mesh,
         state, step_metrics = step_fn(state, batch, graph_mask)
         step += 1
         end_of_step(config, state, step, step_metrics, progress, manager)
+        if evaluate_every and step % evaluate_every == 0:
+          t_eval = time.perf_counter()
+          quality(step)
+          eval_seconds += time.perf_counter() - t_eval
     manager.save(state, force=True)
   finally:
     manager.wait()  # a stop on non-finite losses still leaves every started save committed
     manager.close()
-  seconds = time.perf_counter() - t0
+  seconds = time.perf_counter() - t0 - eval_seconds
   summary = {"steps": config.num_steps, "resumed_from": start if restored else None,
-             "train_seconds_this_run": seconds,
+             "train_seconds_this_run": seconds, "quality_seconds_this_run": eval_seconds,
              "graphs_per_second": (config.num_steps - start) * config.batch_size / seconds if step > start else None,
              "nonfinite_steps_total": int(sharding.local_copy(state.nonfinite_total)),
              "edge_pos_weight": pos_weight, "devices": int(mesh.devices.size), "processes": jax.process_count()}
@@ -221,7 +244,7 @@ def sample_probabilities(model: vae.MGVAE, params, num_samples: int, batch_size:
   """
   batch_size = min(batch_size, num_samples)
   sampler = sampler or make_sampler(model, batch_size, level, edge_pos_weight)
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), _SAMPLE_STREAM)
+  key = jax.random.fold_in(jax.random.PRNGKey(seed), SAMPLE_STREAM)
   chunks = []
   for i in range(-(-num_samples // batch_size)):
     chunks.append(jax.device_get(sampler(params, jax.random.fold_in(key, i))))

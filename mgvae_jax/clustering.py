@@ -124,6 +124,7 @@ class LearnedClustering(nn.Module):
   layers: int = 2
   activation: Callable[[Array], Array] = nn.relu
   norm: bool = False
+  noise_scale: float = 1.0  # Gumbel noise multiplier when training (0: argmax, straight-through gradients only)
 
   @nn.compact
   def __call__(self, nodes: Array, edges: Array, mask: Array, *, train: bool, temperature: float | Array = 1.0,
@@ -147,7 +148,7 @@ class LearnedClustering(nn.Module):
           "norm_bias", nn.initializers.zeros, (h.shape[-1],))
     logits = nn.Dense(self.num_clusters)(h)  # [B, N, K]
     if train and noise is None:
-      noise = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, logits.dtype)
+      noise = self.noise_scale * jax.random.gumbel(self.make_rng("gumbel"), logits.shape, logits.dtype)
     fn = functools.partial(straight_through_assignment, temperature=temperature)
     clustering = jax.vmap(fn)(logits, mask, noise if train else None)
     return clustering, logits

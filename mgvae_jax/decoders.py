@@ -56,20 +56,42 @@ class DotProductDecoder(nn.Module):
     return jax.vmap(dot_product_logits)(z, mask)[..., None]
 
 
+def bilinear_pairs(u: Array, v: Array, mask: Array) -> Array:
+  """Symmetrised per-channel products of two node maps: (u_i * v_j + v_i * u_j) / 2.  2 x [B, N, F] -> [B, N, N, F].
+
+  Mixed by the next layer's kernel, sum_c w_c u_ic v_jc is any bilinear form z_i^T W z_j of rank <= F when u, v are
+  linear maps of z; z_i * z_j alone gives only the diagonal forms sum_c w_c z_ic z_jc.
+  """
+  u = jnp.where(mask[..., None], u, jnp.zeros((), u.dtype))
+  v = jnp.where(mask[..., None], v, jnp.zeros((), v.dtype))
+  return 0.5 * (u[:, :, None, :] * v[:, None, :, :] + v[:, :, None, :] * u[:, None, :, :])
+
+
+PAIR_INPUTS = ("product", "bilinear")
+
+
 def second_order_stack(z: Array, mask: Array, features: int, layers: int,
-                       activation: Callable[[Array], Array]) -> tuple[Array, Array]:
+                       activation: Callable[[Array], Array], pair_input: str = "product") -> tuple[Array, Array]:
   """Outer-product features of z, then `layers` general 2->2 layers with gamma, carried as (symmetric, antisymmetric)
   parts (equivariant.linear_2to2_parts: no transposes). Call inside a compact module; the layers are named
   EquivariantLinear2to2_<k>, as stacking EquivariantLinear2to2 would name them.  [B, N, d] -> 2 x [B, N, N, features].
 
   The first layer gets the outer product's diagonal channels (z_i on i = j) as node channels: the same map as on
   `outer_product_features` (same kernel [15, 2d, features]), with a [B, N, N, d] input instead of [B, N, N, 2d].
+  pair_input="bilinear" replaces z_i * z_j by `bilinear_pairs` of two learned linear maps of z (Dense layers
+  pair_u, pair_v of `features` channels each).
   """
+  if pair_input not in PAIR_INPUTS:
+    raise ValueError(f"pair_input must be one of {PAIR_INPUTS}, got {pair_input!r}")
   if layers == 0:
     return jax.vmap(outer_product_features)(z, mask), None  # [B, N, N, 2d], symmetric
   layer = lambda k: equivariant.EquivariantLinear2to2Parts(features, activation=activation,
                                                            name=f"EquivariantLinear2to2_{k}")
-  s, a = layer(0)(pair_products(z, mask), None, mask, z)  # z: the diagonal channels (masked inside)
+  if pair_input == "bilinear":
+    pairs = bilinear_pairs(nn.Dense(features, name="pair_u")(z), nn.Dense(features, name="pair_v")(z), mask)
+  else:
+    pairs = pair_products(z, mask)
+  s, a = layer(0)(pairs, None, mask, z)  # z: the diagonal channels (masked inside)
   for k in range(1, layers):
     s, a = layer(k)(s, a, mask)
   return s, a

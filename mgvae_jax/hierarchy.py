@@ -6,10 +6,12 @@ For one graph of N slots clustered into K clusters with capacity C per cluster:
   mask  [K, C] bool    True where a cluster slot holds a real node
   overflow [N] bool    real nodes that did not fit (their cluster had more than C members)
 
-Members are placed by a stable sort on cluster id, so within a cluster they keep their slot order; every shape is
-static, so the whole hierarchy jits and vmaps. With C = N (exact, the default) nothing can overflow. With a smaller C
-(large graphs), overflowing nodes are reported in `overflow` and `num_overflow`, never silently dropped: callers log or
-raise on them. Induced subgraph blocks are gathered as [K, C, C, E] and results scattered back to [N, ...].
+Members are placed by a stable sort on cluster id; every shape is static, so the whole hierarchy jits and vmaps. With
+C = N (exact, the default) nothing can overflow. With a smaller C (large graphs), a cluster keeps its C members of
+highest `priority` and the rest overflow. The priority must be an equivariant node score (the MGN passes each node's
+clustering logit, or a fixed projection of its features), so which nodes overflow does not depend on slot order;
+only nodes with equal scores fall back to slot order. Overflowing nodes are reported in `overflow` and
+`num_overflow`, never silently dropped: callers log or raise on them. Induced subgraph blocks are gathered as [K, C, C, E] and results scattered back to [N, ...].
 """
 
 from __future__ import annotations
@@ -34,15 +36,24 @@ class ClusterSlots:
     return self.overflow.sum(-1).astype(jnp.int32)
 
 
-def cluster_slots(ids: Array, mask: Array, num_clusters: int, capacity: int | None = None) -> ClusterSlots:
-  """Gather slots for ids [N] (K or out of range on padded / unassigned nodes), mask [N] -> ClusterSlots."""
+def cluster_slots(ids: Array, mask: Array, num_clusters: int, capacity: int | None = None,
+                  priority: Array | None = None) -> ClusterSlots:
+  """Gather slots for ids [N] (K or out of range on padded / unassigned nodes), mask [N] -> ClusterSlots.
+
+  priority [N] (optional): within a cluster, members are placed by decreasing priority (ties in slot order), so with
+  a bounded capacity the lowest-priority members overflow. None: slot order (equivariant only when nothing
+  overflows).
+  """
   n = ids.shape[0]
   k = num_clusters
   c = n if capacity is None else int(capacity)
   if c < 1:
     raise ValueError(f"cluster_slots: capacity must be >= 1, got {c}")
   key = jnp.where(mask & (ids >= 0) & (ids < k), ids, k).astype(jnp.int32)  # [N], K = no cluster
-  order = jnp.argsort(key, stable=True)  # [N] node slots grouped by cluster, slot order kept within a cluster
+  if priority is None:
+    order = jnp.argsort(key, stable=True)  # [N] node slots grouped by cluster, slot order kept within a cluster
+  else:  # by cluster, then decreasing priority, then slot (lexsort: last key is primary)
+    order = jnp.lexsort((-jax.lax.stop_gradient(priority).astype(jnp.float32), key))
   sorted_key = key[order]
   counts = jnp.bincount(key, length=k + 1)  # [K + 1]
   starts = jnp.cumsum(counts) - counts  # [K + 1]
@@ -88,4 +99,7 @@ def unflatten_clusters(x: Array, num_graphs: int) -> Array:
   return x.reshape((num_graphs, x.shape[0] // num_graphs) + x.shape[1:])
 
 
-batched_cluster_slots = jax.vmap(cluster_slots, in_axes=(0, 0, None, None))
+def batched_cluster_slots(ids: Array, mask: Array, num_clusters: int, capacity: int | None = None,
+                          priority: Array | None = None) -> ClusterSlots:
+  """cluster_slots over a batch: ids, mask, priority [B, N] -> ClusterSlots with [B, ...] fields."""
+  return jax.vmap(lambda i, m, p: cluster_slots(i, m, num_clusters, capacity, p))(ids, mask, priority)

@@ -56,6 +56,9 @@ class MGNConfig:
   cluster_features: int = 32
   cluster_layers: int = 2
   cluster_norm: bool = False  # standardise node features before the clustering logits (clustering.LearnedClustering)
+  # Gumbel noise multiplier of a learned clustering while training: 1 samples the assignment (Gumbel-max), 0 takes
+  # the argmax as at evaluation, so the hierarchy a graph is encoded with does not change from step to step.
+  cluster_noise: float = 1.0
   # Whether a learned clustering's assignment carries straight-through gradients from the rest of the model (the
   # pooling's member weights and the coarse adjacency). False: it learns from the balanced cut alone. (On Cora the
   # reconstruction's gradient through the assignment only sharpened each node's own-cluster probability: the softmax
@@ -273,7 +276,7 @@ class MGN(nn.Module):
       elif cfg.clustering == "learned":
         clus, cluster_logits = clustering_lib.LearnedClustering(
             num_clusters=k, order=cfg.cluster_order, features=cfg.cluster_features, layers=cfg.cluster_layers,
-            norm=cfg.cluster_norm, name=f"cluster_{i}")(nodes, edges, mask, train=train, temperature=temperature,
+            norm=cfg.cluster_norm, noise_scale=cfg.cluster_noise, name=f"cluster_{i}")(nodes, edges, mask, train=train, temperature=temperature,
                                  noise=None if noise is None else noise[i])
       else:
         if cfg.clustering == "given":
@@ -289,7 +292,10 @@ class MGN(nn.Module):
       cut = jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask)  # [B]
       if not cfg.cluster_task_gradient:
         clus = clus.replace(assignment=jax.lax.stop_gradient(clus.assignment))
-      slots = hierarchy.batched_cluster_slots(clus.ids, mask, k, capacity)  # [B, K, C]
+      priority = None
+      if capacity is not None and capacity < n:  # who overflows must not depend on slot order
+        priority = overflow_priority(nodes, clus.ids, cluster_logits)
+      slots = hierarchy.batched_cluster_slots(clus.ids, mask, k, capacity, priority)  # [B, K, C]
       # e_local on every cluster's induced subgraph, the clusters batched as small graphs.
       node_blocks = jax.vmap(hierarchy.gather_nodes)(nodes, slots)  # [B, K, C, F]
       edge_blocks = jax.vmap(hierarchy.gather_edges)(edges, slots)  # [B, K, C, C, E]
@@ -344,6 +350,21 @@ class MGN(nn.Module):
           balanced_cut=cut, **post))
       nodes, edges, mask = coarse_nodes, coarse_adj[..., None], clus.coarse_mask
     return MGNOutput(levels=tuple(levels), top=graphs.GraphBatch(nodes=nodes, edges=edges, mask=mask))
+
+
+def overflow_priority(nodes: Array, ids: Array, cluster_logits: Optional[Array]) -> Array:
+  """[B, N]: which members a full cluster keeps first (hierarchy.cluster_slots), an equivariant score per node.
+
+  A learned clustering ranks members by the logit of the cluster they were put in (the most confident stay). Fixed
+  clusterings have no logits: a fixed projection of the node features stands in. Either way nodes tie only where the
+  network cannot tell them apart.
+  """
+  if cluster_logits is not None:
+    k = cluster_logits.shape[-1]
+    own = jnp.take_along_axis(cluster_logits, jnp.minimum(ids, k - 1)[..., None], -1)[..., 0]
+    return jax.lax.stop_gradient(own)
+  w = jax.random.normal(jax.random.PRNGKey(0), (nodes.shape[-1],), nodes.dtype)
+  return jax.lax.stop_gradient(nodes @ w)
 
 
 def masked_mean(x: Array, mask: Array) -> Array:

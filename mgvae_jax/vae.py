@@ -54,12 +54,19 @@ class MGVAEConfig:
   decoder: str = "second_order"  # second_order | mlp | dot | autoregressive  (finest level)
   decoder_features: int = 32
   decoder_layers: int = 3
+  # The second-order decoders' pair input: "product" (z_i * z_j per channel) or "bilinear" (learned bilinear forms,
+  # decoders.bilinear_pairs).
+  decoder_pairs: str = "product"
   mlp_hidden: tuple[int, ...] = (512, 512)  # Table 1's MLP decoder: two hidden layers of 512, sigmoid
   # The autoregressive decoder (autoregressive.py): the valence cap of each node class (the last class is "no atom",
   # cap 0; autoregressive.valence_table builds it from a featuriser's types) and the scan length (0: 3 * max_nodes).
   ar_valences: tuple[int, ...] = ()
   ar_steps: int = 0
   coarse_decoders: bool = True  # regression decoders for the coarse levels' weighted adjacencies
+  # How the finest level's reconstruction terms are reduced over a graph: "mean" (per pair / per node, as the
+  # authors' code) or "sum" (the log-likelihood of the whole graph, the ELBO's own scale: with kl_weight 1 the loss
+  # is the negative ELBO, up to the edge BCE's positive-class weight).
+  reconstruction: str = "mean"
   kl_weight: float | tuple[float, ...] = 1.0  # beta per level
   cut_weight: float | tuple[float, ...] = 1.0  # lambda per level (balanced cut)
   edge_weight: float = 1.0
@@ -78,6 +85,13 @@ class MGVAEConfig:
     if self.decoder == "autoregressive" and len(self.ar_valences) != self.node_classes:
       raise ValueError(f"MGVAEConfig.decoder='autoregressive' needs ar_valences, one valence cap per node class "
                        f"({self.node_classes}, 'no atom' last), got {self.ar_valences}")
+    if self.reconstruction not in ("mean", "sum"):
+      raise ValueError(f"MGVAEConfig.reconstruction must be 'mean' or 'sum', got {self.reconstruction!r}")
+    if self.reconstruction == "sum" and self.decoder == "autoregressive":
+      raise ValueError("MGVAEConfig.reconstruction='sum' is for the all-at-once decoders; the autoregressive decoder's "
+                       "term is a mean NLL per construction step")
+    if self.decoder_pairs not in decoders.PAIR_INPUTS:
+      raise ValueError(f"MGVAEConfig.decoder_pairs must be one of {decoders.PAIR_INPUTS}, got {self.decoder_pairs!r}")
     if self.matching not in ("free", "none"):
       raise ValueError(f"MGVAEConfig.matching must be 'free' or 'none', got {self.matching!r}")
     if self.max_nodes < 1 or self.node_classes < 1 or self.edge_classes < 1:
@@ -153,6 +167,7 @@ class GraphDecoder(nn.Module):
   features: int = 32
   layers: int = 3
   mlp_hidden: tuple[int, ...] = (512, 512)
+  pair_input: str = "product"
 
   @nn.compact
   def __call__(self, z: Array, mask: Array) -> dict[str, Array]:
@@ -161,7 +176,8 @@ class GraphDecoder(nn.Module):
     pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
     if self.kind == "second_order":
       # General 2->2 layers on (symmetric, antisymmetric) parts; the pair head needs only the symmetric part.
-      hs, ha = decoders.second_order_stack(z, mask, self.features, self.layers, nn.relu)  # 2 x [B, N, N, F]
+      hs, ha = decoders.second_order_stack(z, mask, self.features, self.layers, nn.relu,
+                                           self.pair_input)  # 2 x [B, N, N, F]
       pairs = equivariant.EquivariantLinear2to2Parts(1 + e, use_diag_bias=False, symmetric_output=True,
                                                      name="pair_head")(hs, ha, mask)
       node = equivariant.EquivariantLinear2to1Parts(t, name="node_head")(hs, ha, mask)  # [B, N, T]
@@ -234,7 +250,7 @@ class MGVAE(nn.Module):
           cfg.decoder_features)
     else:
       self.graph_decoder = GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
-                                        cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden)
+                                        cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden, cfg.decoder_pairs)
     self.coarse_decoders = ([decoders.SecondOrderDecoder(cfg.decoder_features, cfg.decoder_layers, 1, diagonal=True,
                                                          name=f"coarse_decoder_{i}")
                              for i in range(1, len(sizes))] if cfg.coarse_decoders else [])
@@ -275,6 +291,10 @@ class MGVAE(nn.Module):
     node_ce = -jnp.sum(jax.nn.log_softmax(dec["node"], -1) * node_target, -1)  # [B, N]
     m = mask.astype(node_ce.dtype)
     node = (node_ce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    if cfg.reconstruction == "sum":  # means -> sums; ordered pairs count each unordered pair twice
+      edge = edge * jnp.maximum(pm.sum((1, 2)), 1).astype(edge.dtype) * 0.5
+      edge_type = edge_type * jnp.maximum(on_edge.sum((1, 2)), 1.0) * 0.5
+      node = node * jnp.maximum(m.sum(1), 1.0)
     recon = [cfg.edge_weight * edge + cfg.edge_type_weight * edge_type + cfg.node_weight * node]
     # Coarser levels: regress the weighted adjacency of Definition 3.2 (diagonal included: edges inside a cluster).
     for i, level in enumerate(levels[1:]):
@@ -429,11 +449,11 @@ def interpolate(model: MGVAE, params, graph_a: graphs.GraphBatch, graph_b: graph
   matching of their posterior means (the latents of two graphs have no common node order otherwise).
   Returns the decoded probabilities with a leading [steps] axis (`edge_pos_weight` as in MGVAE.decode).
   """
-  za = model.apply(params, graph_a, method=MGVAE.encode)[0][0]  # [N, d]
-  zb = model.apply(params, graph_b, method=MGVAE.encode)[0][0]
+  encode = jax.jit(lambda p, g: model.apply(p, g, method=MGVAE.encode)[0][0])  # [N, d]; eager apply compiles op by op
+  za, zb = encode(params, graph_a), encode(params, graph_b)
   if align:
     order = distributions.hungarian_matching(np.asarray(za), np.asarray(zb), np.ones(za.shape[0], bool))
     zb = zb[jnp.asarray(order)]
   t = jnp.linspace(0.0, 1.0, steps)[:, None, None]
   z = (1.0 - t) * za[None] + t * zb[None]  # [steps, N, d]
-  return model.apply(params, z, 0, edge_pos_weight, method=MGVAE.decode)
+  return jax.jit(lambda p, z: model.apply(p, z, 0, edge_pos_weight, method=MGVAE.decode))(params, z)

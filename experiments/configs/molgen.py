@@ -41,6 +41,7 @@ class MolgenConfig:
   num_train: int = 10_000  # molecules drawn (seeded) from the dataset's train split; the paper uses 10,000
   train_file: Optional[str] = None  # a SMILES file to train on instead of the dataset's split (one per line)
   chemical_features: bool = True  # Table 2's 24 RDKit features as extra node inputs (the paper does this on ZINC)
+  rank_features: bool = False  # one-hot canonical atom ranks as node inputs (featurise.Featuriser.rank_features)
   charged_types: bool = True  # charged species (N+, O-, ...) are node types of their own (else such molecules skip)
   # Optimisation.
   batch_size: int = 32  # global batch; must divide by the number of devices
@@ -58,12 +59,23 @@ class MolgenConfig:
   keep_checkpoints: int = 3
   # Sampling and evaluation.
   evaluate: bool = True  # False: train and checkpoint only (sample later with experiments.sample)
+  # Where samples come from: "prior" (the model's own prior, the paper's way) or "aggregate" (a Gaussian mixture of
+  # prior_components full-covariance components fitted after training to the training molecules' finest posterior
+  # means, mgvae_jax/aggregate_prior.py; metrics.json then also scores the model's own prior).
+  sample_from: str = "prior"
+  prior_components: int = 10
   num_samples: int = 2000
   sample_batch_size: int = 500  # one compiled shape for all sampling batches
   edge_threshold: float = 0.5  # edges with probability above this are candidates for the valence-correcting decoder
   num_test: int = 1000  # test molecules (seeded subset) that FCD and NSPDK compare against; 0: the whole test split
   compute_fcd: bool = True
   compute_nspdk: bool = True
+  num_reconstruct: int = 500  # held-out test molecules whose reconstruction (posterior mean) is measured
+  # Quality during training (quality_curve.png): every quality_every steps (0: never), the reconstruction of the
+  # first quality_molecules held-out molecules and the FCD of quality_samples prior samples against the test set.
+  quality_every: int = 0
+  quality_molecules: int = 100
+  quality_samples: int = 500
   grid_molecules: int = 24  # valid samples drawn in molecules.png
   interpolation_steps: int = 7  # molecules in the interpolation strip (figure 7)
   # Fault injection for the resume test: SIGKILL this process right after this step (0: off).
@@ -73,13 +85,20 @@ class MolgenConfig:
     if self.dataset not in DATASETS:
       raise ValueError(f"unknown dataset {self.dataset!r}; expected one of {DATASETS}")
     positive = ("num_train", "batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                "num_samples", "sample_batch_size", "temperature_decay_steps")
+                "num_samples", "sample_batch_size", "temperature_decay_steps",
+                "num_reconstruct")
     overrides.check_at_least(self, positive, 1)
-    overrides.check_at_least(self, ("num_test", "max_nonfinite_in_a_row", "kill_at_step", "grid_molecules"), 0)
+    overrides.check_at_least(self, ("num_test", "max_nonfinite_in_a_row", "kill_at_step", "grid_molecules",
+                                    "quality_every"), 0)
+    overrides.check_at_least(self, ("quality_molecules", "quality_samples"), 2)
     if self.interpolation_steps < 2:
       raise ValueError(f"interpolation_steps must be >= 2, got {self.interpolation_steps}")
     if not (self.learning_rate > 0 and self.temperature_start > 0 and self.temperature_end > 0):
       raise ValueError("learning_rate, temperature_start and temperature_end must be positive")
+    if self.sample_from not in ("prior", "aggregate"):
+      raise ValueError(f"sample_from must be 'prior' or 'aggregate', got {self.sample_from!r}")
+    if self.prior_components < 1:
+      raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
     if not 0.0 < self.edge_threshold < 1.0:
       raise ValueError(f"edge_threshold must be in (0, 1), got {self.edge_threshold}")
     feat = self.featuriser()
@@ -94,7 +113,7 @@ class MolgenConfig:
 
   def featuriser(self) -> featurise.Featuriser:
     return featurise.Featuriser(self.dataset, charged_types=self.charged_types,
-                                chemical_features=self.chemical_features)
+                                chemical_features=self.chemical_features, rank_features=self.rank_features)
 
 
 def check_cluster_counts(model: vae.MGVAEConfig) -> None:
@@ -174,5 +193,5 @@ def _preset(dataset: str, preset: str) -> MolgenConfig:
                  decoder_features=8, decoder_layers=1)
   return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=False, num_train=48,
                       batch_size=8, num_steps=6, temperature_decay_steps=6, log_every=1, checkpoint_every=2,
-                      num_samples=24, sample_batch_size=16, num_test=32, compute_fcd=False, grid_molecules=8,
+                      num_samples=24, sample_batch_size=16, num_test=32, num_reconstruct=16, compute_fcd=False, grid_molecules=8,
                       interpolation_steps=3)

@@ -21,12 +21,14 @@ Batched versions take [S, ...] arrays and return a list of S results.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, Optional
 
 import numpy as np
 from rdkit import Chem
 from rdkit import rdBase
 
+from mgvae_jax import parallel
 from mgvae_jax.chem import featurise as featurise_lib
 
 # Largest total bond order the correcting process gives each type: the conventional valences (hypervalent S and P as
@@ -293,16 +295,38 @@ def decode_corrected_batch(node_probs, edge_probs, edge_type_probs, featuriser: 
                   edge_threshold=edge_threshold, max_valences=max_valences, connect=connect)
 
 
+def _decode_chunk(chunk, featuriser, corrected, edge_threshold, connect):
+  """decode_samples' work on a list of (node [N,T], edge [N,N], edge_type [N,N,3], mask [N] or None) samples."""
+  if corrected:
+    return [decode_corrected(n, e, t, featuriser, mask=m, edge_threshold=edge_threshold, connect=connect)
+            for n, e, t, m in chunk]
+  return [decode_argmax(n, e, t, featuriser, mask=m, edge_threshold=edge_threshold) for n, e, t, m in chunk]
+
+
 def decode_samples(probs: Mapping[str, np.ndarray], featuriser: featurise_lib.Featuriser, *, corrected: bool = True,
-                   mask=None, edge_threshold: float = 0.5, connect: bool = False) -> list[DecodeResult]:
+                   mask=None, edge_threshold: float = 0.5, connect: bool = False,
+                   workers: Optional[int] = 1) -> list[DecodeResult]:
   """Decode MGVAE.decode's finest-level output {"node" [S,N,T], "edge" [S,N,N], "edge_type" [S,N,N,3]}.
 
   `connect` (corrected decoding only) joins fragments through the most probable remaining pairs (decode_corrected).
+  `workers`: processes to decode in (parallel.map_chunks; None = every core, 1 = this process). Results do not
+  depend on it.
   """
   missing = {"node", "edge", "edge_type"} - set(probs)
   if missing:
     raise ValueError(f"decode_samples needs the keys node, edge, edge_type (MGVAE.decode at level 0); missing "
                      f"{sorted(missing)}")
+  if workers != 1:
+    node, edge, edge_type = (np.asarray(probs[k]) for k in ("node", "edge", "edge_type"))
+    s = node.shape[0]
+    if node.ndim != 3 or edge.shape[:1] != (s,) or edge_type.shape[:1] != (s,):
+      raise ValueError(f"decode_samples needs node [S, N, T], edge [S, N, N], edge_type [S, N, N, 3] with one S, "
+                       f"got shapes {node.shape}, {edge.shape}, {edge_type.shape}")
+    masks = [None] * s if mask is None else list(np.asarray(mask, bool))
+    items = list(zip(node, edge, edge_type, masks))
+    fn = functools.partial(_decode_chunk, featuriser=featuriser, corrected=corrected, edge_threshold=edge_threshold,
+                           connect=connect)
+    return parallel.map_chunks(fn, items, workers)
   if corrected:
     return decode_corrected_batch(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask,
                                   edge_threshold=edge_threshold, connect=connect)

@@ -65,3 +65,20 @@ def interpolation_strip(smiles: Sequence[Optional[str]], path: str, size: int = 
     legends.append(f"t={t:.2f}" + ("" if mol is not None else " (invalid)"))
   image = Draw.MolsToGridImage(mols, molsPerRow=n, subImgSize=(size, size), legends=legends)
   _save(image, path)
+
+
+def reconstruction_pairs(pairs: Sequence[tuple[str, Optional[str]]], path: str, per_row: int = 4,
+                         size: int = 220) -> None:
+  """Input beside its reconstruction, `per_row` pairs a row; each reconstruction is labelled exact or not."""
+  if not pairs:
+    raise ValueError("reconstruction_pairs needs at least one (input, reconstruction) pair")
+  mols, legends = [], []
+  for source, rebuilt in pairs:
+    a = Chem.MolFromSmiles(source)
+    b = Chem.MolFromSmiles(rebuilt) if rebuilt else None
+    same = a is not None and b is not None and Chem.MolToSmiles(a, isomericSmiles=False) == Chem.MolToSmiles(
+        b, isomericSmiles=False)
+    mols += [a if a is not None else Chem.Mol(), b if b is not None else Chem.Mol()]
+    legends += ["input", "reconstruction: " + ("exact" if same else ("different" if b is not None else "invalid"))]
+  image = Draw.MolsToGridImage(mols, molsPerRow=2 * per_row, subImgSize=(size, size), legends=legends)
+  _save(image, path)

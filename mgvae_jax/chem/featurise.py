@@ -167,6 +167,11 @@ class Featuriser:
     charged_types: with the default vocabulary, whether charged species are types of their own (else molecules with
       a charged atom are rejected).
     chemical_features: append the 24 Table 2 features after the type one-hot (the paper does this on ZINC).
+    rank_features: append a one-hot [N] of each atom's canonical rank (RDKit's CanonicalRankAtoms with ties broken;
+      zero on "no atom" slots). It tells apart atoms that message passing cannot (the six carbons of benzene), which
+      an all-at-once decoder needs to close rings. The ranks are a function of the molecule, so the model stays
+      permutation equivariant; ties are broken only among symmetry-equivalent atoms, where either choice gives the
+      same graph and the same loss.
     canonical_order: put atoms in RDKit canonical-rank order (the same graph whatever SMILES spelling of the
       molecule); otherwise the SMILES order. The model is permutation equivariant, so this matters only for
       non-equivariant decoders and for reproducibility.
@@ -176,6 +181,7 @@ class Featuriser:
   atom_types: Optional[tuple[str, ...]] = None
   charged_types: bool = True
   chemical_features: bool = False
+  rank_features: bool = False
   canonical_order: bool = True
 
   def __post_init__(self):
@@ -227,8 +233,9 @@ class Featuriser:
 
   @property
   def num_node_features(self) -> int:
-    """F: T, plus 24 with chemical_features."""
-    return self.num_types + (NUM_CHEMICAL_FEATURES if self.chemical_features else 0)
+    """F: T, plus 24 with chemical_features, plus N with rank_features."""
+    return (self.num_types + (NUM_CHEMICAL_FEATURES if self.chemical_features else 0)
+            + (self.max_nodes if self.rank_features else 0))
 
   @property
   def num_edge_types(self) -> int:
@@ -268,11 +275,12 @@ class Featuriser:
       types.append(index[key])
     if n > self.max_nodes:
       raise _Reject(TOO_MANY_ATOMS, f"{n} heavy atoms, more than max_nodes={self.max_nodes}")
+    ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
     if self.canonical_order:
-      ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
       order = sorted(range(n), key=ranks.__getitem__)  # order[new] = old
       mol = Chem.RenumberAtoms(mol, order)
       types = [types[i] for i in order]
+      ranks = [ranks[i] for i in order]
     kekule = Chem.Mol(mol)
     Chem.Kekulize(kekule, clearAromaticFlags=True)
     nodes = np.zeros((self.max_nodes, self.num_node_features), np.float32)  # [N, F]
@@ -281,7 +289,9 @@ class Featuriser:
     if self.chemical_features:
       t = self.num_types
       for atom in mol.GetAtoms():  # the aromatic molecule, same atom indices as `kekule`
-        nodes[atom.GetIdx(), t:] = atom_features_24(atom)
+        nodes[atom.GetIdx(), t:t + NUM_CHEMICAL_FEATURES] = atom_features_24(atom)
+    if self.rank_features:
+      nodes[np.arange(n), self.num_node_features - self.max_nodes + np.asarray(ranks)] = 1.0
     edges = np.zeros((self.max_nodes, self.max_nodes, NUM_BOND_TYPES), np.float32)  # [N, N, E]
     for bond in kekule.GetBonds():
       bond_type = bond.GetBondType()

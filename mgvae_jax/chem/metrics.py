@@ -11,7 +11,9 @@ FCD needs `fcd_torch` (with torch): the optional `metrics` extra. NSPDK uses `ns
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 import warnings
 from typing import Any, Iterable, Optional, Sequence
 
@@ -20,6 +22,7 @@ from rdkit import Chem
 from rdkit import rdBase
 from rdkit.Chem import QED
 
+from mgvae_jax import parallel
 from mgvae_jax.chem import featurise
 from mgvae_jax.chem import nspdk
 
@@ -50,22 +53,26 @@ def canonical_smiles(smiles: Optional[str]) -> Optional[str]:
   return featurise.canonical_smiles(parse_smiles(smiles))
 
 
-def _count_valid(samples: Sequence[Optional[str]]) -> int:
-  return sum(parse_smiles(s) is not None for s in samples)
+def _describe_chunk(smiles: Sequence[Optional[str]], with_qed: bool = True) -> list:
+  """Per SMILES: None if invalid, else (canonical SMILES without stereo, canonical SMILES with stereo (what FCD
+  reads), QED (None without `with_qed`), NSPDK graph). Module-level so that parallel.map_chunks can run it in worker processes."""
+  out = []
+  for s in smiles:
+    mol = parse_smiles(s)
+    out.append(None if mol is None else (featurise.canonical_smiles(mol), Chem.MolToSmiles(mol),
+                                         float(QED.qed(mol)) if with_qed else None, nspdk.from_mol(mol)))
+  return out
 
 
-def _reference_mols(smiles: Iterable[str], name: str) -> list[Chem.Mol]:
-  """Parse a reference set, dropping (with a warning) entries RDKit cannot read rather than failing the evaluation."""
-  smiles = list(smiles)
-  mols = [parse_smiles(s) for s in smiles]
-  bad = [i for i, m in enumerate(mols) if m is None]
-  if bad:
-    warnings.warn(f"{name}: {len(bad)} of {len(smiles)} SMILES do not parse with RDKit and are left out "
-                  f"(first at index {bad[0]}: {smiles[bad[0]]!r})", stacklevel=3)
-  return [m for m in mols if m is not None]
+def _canonical_chunk(smiles: Sequence[Optional[str]]) -> list[Optional[str]]:
+  return [canonical_smiles(s) for s in smiles]
 
 
-def _fcd(generated: list[str], reference: list[str]) -> float:
+def _valid_chunk(smiles: Sequence[Optional[str]]) -> list[bool]:
+  return [parse_smiles(s) is not None for s in smiles]
+
+
+def _fcd(generated: list[str], reference: list[str], workers: Optional[int] = 1) -> float:
   """Frechet ChemNet Distance with fcd_torch, the implementation MOSES (and hence GDSS) uses."""
   try:
     import fcd_torch  # pylint: disable=g-import-not-at-top
@@ -73,7 +80,7 @@ def _fcd(generated: list[str], reference: list[str]) -> float:
     raise ImportError(f"FCD needs the fcd_torch package (and torch), which is not importable ({e}); {_EXTRA_HINT}, "
                       "or skip FCD (compute_fcd=False / --no_fcd)") from e
   # fcd_torch ships ChemNet's weights in its wheel (no download) and re-canonicalises with RDKit (isomeric, as MOSES).
-  model = fcd_torch.FCD(device="cpu", n_jobs=1)
+  model = fcd_torch.FCD(device="cpu", n_jobs=1 if workers == 1 else (workers or parallel.default_workers()))
   with warnings.catch_warnings():
     # fcd_torch 1.0.7 calls np.row_stack (deprecated in numpy 2) and scipy's sqrtm(disp=False) (removed in scipy 1.18,
     # hence the pin scipy<1.18 of the metrics extra); both still work, and neither warning is the caller's to act on.
@@ -91,6 +98,7 @@ def generation_metrics(
     uncorrected: Optional[Sequence[Optional[str]]] = None,
     compute_fcd: bool = True,
     compute_nspdk: bool = True,
+    workers: Optional[int] = 1,
 ) -> dict[str, Any]:
   """Generation quality of a set of sampled molecules, with GDSS's conventions.
 
@@ -126,6 +134,8 @@ def generation_metrics(
     uncorrected: the same samples before correction (same length as `generated`).
     compute_fcd: compute FCD (needs fcd_torch; raises ImportError naming the `metrics` extra if missing).
     compute_nspdk: compute NSPDK MMD.
+    workers: processes for the RDKit work (parallel.map_chunks: None = every core, 1 = this process); the results
+      do not depend on it.
 
   Returns:
     A JSON-serialisable dict: the rates above, their counts (num_samples, num_valid, num_unique, num_novel,
@@ -145,23 +155,22 @@ def generation_metrics(
                        "list the same samples before and after correction")
   notes: list[str] = []
 
-  mols = [parse_smiles(s) for s in generated]
-  valid_mols = [m for m in mols if m is not None]
-  valid_canon = [featurise.canonical_smiles(m) for m in valid_mols]
-  first_mol = {}  # canonical SMILES -> its first valid sample, in first-seen order (reproducible QED sums)
-  for c, m in zip(valid_canon, valid_mols):
-    first_mol.setdefault(c, m)
-  unique = list(first_mol)
-  train = {c for c in (canonical_smiles(s) for s in train_smiles) if c is not None}
+  described = parallel.map_chunks(_describe_chunk, generated, workers)  # (canonical, stereo SMILES, QED, graph)
+  valid = [d for d in described if d is not None]
+  first = {}  # canonical SMILES -> its first valid sample, in first-seen order (reproducible QED sums)
+  for d in valid:
+    first.setdefault(d[0], d)
+  unique = list(first)
+  train = {c for c in parallel.map_chunks(_canonical_chunk, list(train_smiles), workers) if c is not None}
   novel = [c for c in unique if c not in train]
-  num_valid, num_unique = len(valid_mols), len(unique)
+  num_valid, num_unique = len(valid), len(unique)
 
   if uncorrected is None:
     num_valid_wo, source = num_valid, "generated"
   else:
-    num_valid_wo, source = _count_valid(uncorrected), "uncorrected"
+    num_valid_wo, source = sum(parallel.map_chunks(_valid_chunk, uncorrected, workers)), "uncorrected"
 
-  qeds = np.array([QED.qed(m) for m in first_mol.values()], np.float64)
+  qeds = np.array([d[2] for d in first.values()], np.float64)
   result: dict[str, Any] = {
       "num_samples": n,
       "num_valid": num_valid,
@@ -185,30 +194,36 @@ def generation_metrics(
   }
 
   if compute_fcd or compute_nspdk:
-    test_mols = _reference_mols(test_smiles, "test set")
-    if not test_mols:
+    test_smiles = list(test_smiles)
+    test = parallel.map_chunks(functools.partial(_describe_chunk, with_qed=False), test_smiles, workers)
+    bad = [i for i, d in enumerate(test) if d is None]
+    if bad:
+      warnings.warn(f"test set: {len(bad)} of {len(test)} SMILES do not parse with RDKit and are left out (first at "
+                    f"index {bad[0]}: {test_smiles[bad[0]]!r})", stacklevel=2)
+    test = [d for d in test if d is not None]
+    if not test:
       raise ValueError("the test set has no readable SMILES; FCD and NSPDK need a reference set "
                        "(or pass compute_fcd=False and compute_nspdk=False)")
   if compute_fcd:
     if num_valid < 2:
       notes.append(f"FCD not computed: it needs at least 2 valid samples, got {num_valid}")
-    elif len(test_mols) < 2:
-      notes.append(f"FCD not computed: it needs at least 2 test molecules, got {len(test_mols)}")
+    elif len(test) < 2:
+      notes.append(f"FCD not computed: it needs at least 2 test molecules, got {len(test)}")
     else:
       # Both sides go in as RDKit canonical SMILES with stereo where present, as GDSS (canonicalize_smiles) and MOSES.
-      test_canon = [Chem.MolToSmiles(m) for m in test_mols]
-      fcd = _fcd([Chem.MolToSmiles(m) for m in valid_mols], test_canon)
+      t0 = time.perf_counter()
+      fcd = _fcd([d[1] for d in valid], [d[1] for d in test], workers)
+      result["fcd_seconds"] = time.perf_counter() - t0
       if math.isfinite(fcd):
         result["fcd"] = fcd
-        result["fcd_num_generated"], result["fcd_num_test"] = num_valid, len(test_canon)
+        result["fcd_num_generated"], result["fcd_num_test"] = num_valid, len(test)
       else:
         notes.append(f"FCD not computed: fcd_torch returned {fcd} for these sets")
   if compute_nspdk:
     if num_valid == 0:
       notes.append("NSPDK MMD not computed: there are no valid samples")
     else:
-      result["nspdk_mmd"] = nspdk.mmd([nspdk.from_mol(m) for m in valid_mols],
-                                      [nspdk.from_mol(m) for m in test_mols])
-      result["nspdk_num_generated"], result["nspdk_num_test"] = num_valid, len(test_mols)
+      result["nspdk_mmd"] = nspdk.mmd([d[3] for d in valid], [d[3] for d in test])
+      result["nspdk_num_generated"], result["nspdk_num_test"] = num_valid, len(test)
   result["notes"] = notes
   return result

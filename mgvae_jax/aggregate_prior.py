@@ -1,0 +1,121 @@
+"""A prior fitted after training to the aggregate posterior of the finest level (ex-post density estimation).
+
+The learnable prior of section 4.4 is one Gaussian per channel over the node slots. When the posterior carries the
+information reconstruction needs, the training molecules' latents fill a region that Gaussian covers badly: prior
+samples land in its holes and decode to molecules unlike the data. Fitting a Gaussian mixture with full covariances
+to the training set's posterior means (Ghosh et al. 2020, "From variational to deterministic autoencoders"; Dai and
+Wipf 2019, two-stage VAE) keeps every correlation between nodes and channels that the data have.
+
+The latents are flattened in slot order, which for featurised molecules is RDKit's canonical atom order, so slot k
+holds comparable atoms across molecules. Sampling draws a flattened [N * d] vector and reshapes it to [N, d]; the
+decoder is equivariant, so the sampled graph does not depend on that order, only its distribution does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mgvae_jax import graphs
+from mgvae_jax import vae
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianMixture:
+  """weights [K], means [K, D], cholesky [K, D, D] (lower factors of the covariances); D = N * d."""
+  weights: np.ndarray
+  means: np.ndarray
+  cholesky: np.ndarray
+  shape: tuple[int, int]  # (N, d) of one sample
+
+  def sample(self, key: jax.Array, num: int) -> jnp.ndarray:
+    """[num, N, d] latents (jit-able: arrays only)."""
+    k_comp, k_noise = jax.random.split(key)
+    comp = jax.random.choice(k_comp, self.weights.shape[0], (num,), p=jnp.asarray(self.weights))
+    eps = jax.random.normal(k_noise, (num, self.means.shape[1]))
+    z = jnp.asarray(self.means)[comp] + jnp.einsum("bij,bj->bi", jnp.asarray(self.cholesky)[comp], eps)
+    return z.reshape((num,) + tuple(self.shape))
+
+  def save(self, path: str) -> None:
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, weights=self.weights, means=self.means, cholesky=self.cholesky, shape=np.asarray(self.shape))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "GaussianMixture":
+    try:
+      with np.load(path) as f:
+        mixture = cls(f["weights"], f["means"], f["cholesky"], tuple(int(x) for x in f["shape"]))
+    except (OSError, KeyError, ValueError) as exc:
+      raise ValueError(f"{path} is not a readable aggregate prior ({exc}); delete it to refit") from exc
+    k, dim = mixture.means.shape
+    if mixture.weights.shape != (k,) or mixture.cholesky.shape != (k, dim, dim) or np.prod(mixture.shape) != dim:
+      raise ValueError(f"{path}: inconsistent aggregate prior shapes {mixture.weights.shape}, {mixture.means.shape}, "
+                       f"{mixture.cholesky.shape}, {mixture.shape}")
+    return mixture
+
+
+def posterior_means(model: vae.MGVAE, params, data: graphs.GraphBatch, batch_size: int = 500) -> np.ndarray:
+  """The finest level's posterior means of every graph in `data` (host arrays [G, ...]): [G, N, d]."""
+  encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method=vae.MGVAE.encode)[0])
+  g = int(data.nodes.shape[0])
+  size = min(batch_size, g)
+  out = []
+  for start in range(0, g, size):
+    chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:start + size]), data)
+    real = chunk.nodes.shape[0]
+    if real < size:  # one compiled shape
+      chunk = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], size - real, 0)]), chunk)
+    out.append(np.asarray(encode(params, jax.tree_util.tree_map(jnp.asarray, chunk)))[:real])
+  return np.concatenate(out)
+
+
+def fit(latents: np.ndarray, components: int = 10, seed: int = 0, reg: float = 1e-3,
+        max_iter: int = 200) -> GaussianMixture:
+  """A full-covariance Gaussian mixture (scikit-learn's EM) on latents [G, N, d], flattened per graph.
+
+  `reg` is added to every covariance's diagonal (relative to the latents' overall variance), so that directions the
+  training set does not span still get some spread and the factors exist.
+  """
+  from sklearn import mixture  # pylint: disable=g-import-not-at-top
+
+  latents = np.asarray(latents, np.float64)
+  if latents.ndim != 3:
+    raise ValueError(f"aggregate_prior.fit needs latents [G, N, d], got shape {latents.shape}")
+  g = latents.shape[0]
+  if g < 2 * components:
+    raise ValueError(f"aggregate_prior.fit: {g} graphs are too few for {components} components")
+  if not np.isfinite(latents).all():
+    raise ValueError("aggregate_prior.fit: the latents are not all finite")
+  x = latents.reshape(g, -1)
+  scale = float(x.var(0).mean()) or 1.0
+  gmm = mixture.GaussianMixture(components, covariance_type="full", reg_covar=reg * scale, random_state=seed,
+                                max_iter=max_iter)
+  gmm.fit(x)
+  chol = np.linalg.cholesky(gmm.covariances_)
+  return GaussianMixture(gmm.weights_.astype(np.float32), gmm.means_.astype(np.float32), chol.astype(np.float32),
+                         tuple(latents.shape[1:]))
+
+
+def sample_and_decode(model: vae.MGVAE, params, mixture: GaussianMixture, num: int, seed: int,
+                      batch_size: int = 500, edge_pos_weight: float = 1.0, key_stream: Optional[int] = None
+                      ) -> dict[str, np.ndarray]:
+  """`num` graphs decoded from the mixture's samples: MGVAE.decode's finest-level probabilities as host arrays."""
+  size = min(batch_size, num)
+
+  @jax.jit
+  def draw(p, key):
+    z = mixture.sample(key, size)
+    decode = lambda zc, _: model.apply({"params": p}, zc, 0, edge_pos_weight, method=vae.MGVAE.decode)
+    return vae.decode_in_chunks(decode, z, None)
+
+  key = jax.random.PRNGKey(seed)
+  if key_stream is not None:
+    key = jax.random.fold_in(key, key_stream)
+  chunks = [jax.device_get(draw(params, jax.random.fold_in(key, i))) for i in range(-(-num // size))]
+  return {k: np.concatenate([c[k] for c in chunks])[:num] for k in chunks[0]}
