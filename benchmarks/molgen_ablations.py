@@ -41,6 +41,10 @@ VARIANTS = {
                              "model.mgn.latent_dim=32"],
     "ae_rank_bilinear_nonoise": ["model.kl_weight=0.0001", "model.decoder_pairs=bilinear", "rank_features=True",
                                  "model.mgn.cluster_noise=0.0"],
+    # + samples from a Gaussian mixture fitted to the aggregate posterior (ae_rank_bilinear; its metrics.json also
+    # scores the learnable prior of the same model under "fitted_prior").
+    "ae_rank_bilinear_aggregate": ["model.kl_weight=0.0001", "model.decoder_pairs=bilinear", "rank_features=True",
+                                   "sample_from=aggregate"],
 }
 
 flags.DEFINE_enum("dataset", "qm9", ("qm9", "zinc"), "Dataset (its cpu preset is the base).")

@@ -204,6 +204,18 @@ def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, wor
                    "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
 
 
+def sample_molecules(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int,
+                     num: int, seed: int, batch_size: int) -> tuple[dict[str, np.ndarray], Optional[dict]]:
+  """`num` finest-level sample probabilities from the prior the config names (sample_from), and the fitted prior's
+  report (None for the model's own prior)."""
+  pos_weight = vae.edge_pos_weight(data.train)
+  if config.sample_from == "aggregate":
+    mixture, report = fitted_prior(config, model, params, data, workdir, step)
+    return aggregate_prior.sample_and_decode(model, params, mixture, num, seed, batch_size, pos_weight,
+                                             trainer.SAMPLE_STREAM), report
+  return trainer.sample_probabilities(model, params, num, batch_size, seed, edge_pos_weight=pos_weight), None
+
+
 # --- The job. ------------------------------------------------------------------------------------------------------
 
 
@@ -229,14 +241,8 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
 
   t0 = time.perf_counter()
   pos_weight = summary["edge_pos_weight"]
-  prior_report = None
-  if config.sample_from == "aggregate":
-    mixture, prior_report = fitted_prior(config, model, params, data, workdir, int(summary["steps"]))
-    probs = aggregate_prior.sample_and_decode(model, params, mixture, config.num_samples, config.seed,
-                                              config.sample_batch_size, pos_weight, trainer.SAMPLE_STREAM)
-  else:
-    probs = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
-                                         edge_pos_weight=pos_weight)
+  probs, prior_report = sample_molecules(config, model, params, data, workdir, int(summary["steps"]),
+                                         config.num_samples, config.seed, config.sample_batch_size)
   t_sample = time.perf_counter() - t0
   generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold, workers=None)
   t_decode = time.perf_counter() - t0 - t_sample

@@ -87,12 +87,14 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
   out = stream or sys.stdout
   batch_size = batch_size or config.sample_batch_size
   feat = config.featuriser()
-  data = pos_weight = None
+  data = None
   if level == 0:  # molecules: the run's training set gives edge_pos_weight, novelty and the test subset
     data = molgen.load_data(config, feat)
-    pos_weight = vae.edge_pos_weight(data.train)
   t0 = time.perf_counter()
-  probs = trainer.sample_probabilities(model, params, num_samples, batch_size, seed, level, pos_weight or 1.0)
+  if level == 0:  # the prior the run samples from (its config's sample_from)
+    probs, _ = molgen.sample_molecules(config, model, params, data, workdir, step, num_samples, seed, batch_size)
+  else:
+    probs = trainer.sample_probabilities(model, params, num_samples, batch_size, seed, level, 1.0)
   t_sample = time.perf_counter() - t0
   result = {"workdir": workdir, "step": step, "level": level, "num_samples": num_samples, "seed": seed}
   if level > 0:
@@ -139,12 +141,11 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
   feat = config.featuriser()
   data = molgen.load_data(config, feat)
   test = molecules.load_smiles(config.dataset, "test")  # the whole split, not the run's subset
-  pos_weight = vae.edge_pos_weight(data.train)
   out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   t0 = time.perf_counter()
-  probs = trainer.sample_probabilities(model, params, GDSS_SAMPLES, batch_size or config.sample_batch_size, seed, 0,
-                                       pos_weight)
+  probs, _ = molgen.sample_molecules(config, model, params, data, workdir, step, GDSS_SAMPLES, seed,
+                                     batch_size or config.sample_batch_size)
   t_sample = time.perf_counter() - t0
   generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold, workers)
   t_decode = time.perf_counter() - t0 - t_sample

@@ -12,7 +12,6 @@ from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from mgvae_jax import aggregate_prior
 from mgvae_jax import parallel
-from mgvae_jax import vae
 from mgvae_jax.chem import decode
 from mgvae_jax.chem import featurise
 from mgvae_jax.chem import reconstruction
@@ -39,7 +38,7 @@ def test_a_perfect_reconstruction_scores_perfectly_and_a_wrong_one_does_not():
   def truth(params, b):  # the input itself as "probabilities": every molecule must count as reconstructed
     del params
     probs = {"node": b.nodes[..., :t], "edge": b.edges.sum(-1), "edge_type": b.edges + 1e-3}
-    return probs, jnp.ones((b.nodes.shape[0], 2))
+    return probs, jnp.ones((b.nodes.shape[0], 2)), jnp.zeros(b.nodes.shape[0], jnp.int32)
 
   res = reconstruction.reconstruction_metrics(None, None, batch, QM9_LIKE, feat, reconstructor=truth, batch_size=4,
                                               keep_examples=2)
@@ -49,11 +48,12 @@ def test_a_perfect_reconstruction_scores_perfectly_and_a_wrong_one_does_not():
   assert res["examples"][0][0] == QM9_LIKE[0] and res["examples"][0][1] == featurise.canonical_smiles(QM9_LIKE[0])
 
   def no_bonds(params, b):
-    probs, kl = truth(params, b)
-    return dict(probs, edge=jnp.zeros_like(probs["edge"])), kl
+    probs, kl, overflow = truth(params, b)
+    return dict(probs, edge=jnp.zeros_like(probs["edge"])), kl, overflow + 1
 
   res = reconstruction.reconstruction_metrics(None, None, batch, QM9_LIKE, feat, reconstructor=no_bonds)
   assert res["exact"] == 0.0 and res["valid"] == 0.0 and res["node_accuracy"] == 1.0
+  assert res["overflow_slots_mean"] == res["molecules_with_overflow"] == 1.0
   assert res["bond_auc"] == 0.5  # all scores tie
 
 

@@ -80,7 +80,10 @@ def _fcd(generated: list[str], reference: list[str], workers: Optional[int] = 1)
     raise ImportError(f"FCD needs the fcd_torch package (and torch), which is not importable ({e}); {_EXTRA_HINT}, "
                       "or skip FCD (compute_fcd=False / --no_fcd)") from e
   # fcd_torch ships ChemNet's weights in its wheel (no download) and re-canonicalises with RDKit (isomeric, as MOSES).
-  model = fcd_torch.FCD(device="cpu", n_jobs=1 if workers == 1 else (workers or parallel.default_workers()))
+  # n_jobs=1: fcd_torch's own pool forks, and forking this multithreaded (JAX) process can deadlock. ChemNet's forward
+  # pass, most of the time, is multithreaded in torch anyway.
+  del workers
+  model = fcd_torch.FCD(device="cpu", n_jobs=1)
   with warnings.catch_warnings():
     # fcd_torch 1.0.7 calls np.row_stack (deprecated in numpy 2) and scipy's sqrtm(disp=False) (removed in scipy 1.18,
     # hence the pin scipy<1.18 of the metrics extra); both still work, and neither warning is the caller's to act on.

@@ -12,6 +12,7 @@ calibrated for the training BCE's positive weight) and compared with the input:
   node_accuracy    argmax node type on the molecule's real atoms; slot_accuracy on every slot ("no atom" included)
   bond_type_accuracy  argmax bond type on the true bonds
   kl_nats / kl_bits   the KL of each encoded level (bottom-up) per molecule, as trained (posterior vs prior)
+  overflow_slots_mean, molecules_with_overflow   finest-level slots a bounded cluster left without a latent
 
 Pairs are scored over the true molecule's atoms (pairs with a "no atom" slot are left out of the AUC: they are the
 node head's job). Everything is per molecule and then averaged, so one large molecule does not weigh more.
@@ -33,7 +34,8 @@ from mgvae_jax.chem import featurise
 
 
 def make_reconstructor(model: vae.MGVAE, edge_pos_weight: float = 1.0):
-  """A jitted `fn(params, batch) -> (probabilities dict, kl [B, levels])`: decode(posterior means), and the KL."""
+  """A jitted `fn(params, batch) -> (probabilities dict, kl [B, levels], overflow [B])`: decode(posterior means),
+  the KL, and the finest-level slots that overflowed their cluster."""
 
   @jax.jit
   def fn(params, batch: graphs.GraphBatch):
@@ -41,7 +43,7 @@ def make_reconstructor(model: vae.MGVAE, edge_pos_weight: float = 1.0):
     out = model.apply(variables, batch, train=False, edge_pos_weight=edge_pos_weight)
     z = out.hierarchy.levels[0].posterior_mean  # [B, N, d]
     probs = model.apply(variables, z, 0, edge_pos_weight, method=vae.MGVAE.decode)
-    return probs, out.kl
+    return probs, out.kl, out.hierarchy.num_overflow[:, 0]
 
   return fn
 
@@ -79,18 +81,20 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
   fn = reconstructor or make_reconstructor(model, edge_pos_weight)
   no_atom = featuriser.no_atom
   t = featuriser.num_types
-  probs_all, kl_all = [], []
+  probs_all, kl_all, overflow_all = [], [], []
   size = min(batch_size, m)
   for start in range(0, m, size):
     chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:start + size]), batch)
     real = chunk.nodes.shape[0]
     if real < size:  # one compiled shape: pad the last chunk with copies of its first molecule
       chunk = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], size - real, 0)]), chunk)
-    probs, kl = jax.device_get(fn(params, jax.tree_util.tree_map(jnp.asarray, chunk)))
+    probs, kl, overflow = jax.device_get(fn(params, jax.tree_util.tree_map(jnp.asarray, chunk)))
     probs_all.append({k: v[:real] for k, v in probs.items()})
     kl_all.append(np.asarray(kl)[:real])
+    overflow_all.append(np.asarray(overflow)[:real])
   probs = {k: np.concatenate([p[k] for p in probs_all]) for k in probs_all[0]}
   kl = np.concatenate(kl_all)  # [M, levels]
+  overflow = np.concatenate(overflow_all)  # [M] finest-level slots left out of a full cluster
   raw = decode.decode_samples(probs, featuriser, corrected=False, edge_threshold=edge_threshold)
   fixed = decode.decode_samples(probs, featuriser, corrected=True, edge_threshold=edge_threshold, connect=True)
   targets = [featurise.canonical_smiles(s) for s in smiles]
@@ -120,6 +124,9 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
       "bond_type_accuracy": float((pred_bond_types == bond_types)[on_bond].mean()) if on_bond.any() else None,
       "kl_nats": [float(x) for x in kl.mean(0)],
       "kl_bits": [float(x / math.log(2.0)) for x in kl.mean(0)],
+      # Bounded cluster capacity: slots (atoms or "no atom") with no latent, which the decoder cannot place.
+      "overflow_slots_mean": float(overflow.mean()),
+      "molecules_with_overflow": float((overflow > 0).mean()),
   }
   if keep_examples:
     result["examples"] = [(smiles[i], fixed[i].smiles) for i in range(min(keep_examples, m))]
