@@ -126,14 +126,14 @@ GDSS_SAMPLES = 10_000
 
 
 def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None, workers: Optional[int] = None,
-                  stream: Optional[TextIO] = None) -> dict:
+                  stream: Optional[TextIO] = None, num_samples: int = GDSS_SAMPLES, compute_fcd: bool = True) -> dict:
   """GDSS's molecule protocol (Jo et al. 2022): 10,000 prior samples; validity w/o correction, uniqueness, novelty;
   FCD and NSPDK MMD against the whole test split. Beside them, the floor: the same metrics for 10,000 training
   molecules against the test split (what a model that reproduced the training distribution would score).
 
   Decoding and the RDKit metrics run on `workers` processes (None: every core). Writes
   `<workdir>/samples/gdss_step<S>_seed<seed>.json` (and the SMILES beside it); the floor is cached per run in
-  `<workdir>/samples/gdss_floor.json`.
+  `<workdir>/samples/gdss_floor.json`. `num_samples` and `compute_fcd` exist for tests; the protocol is 10,000 with FCD.
   """
   config = load_config(workdir)
   config, model, params, step = load_run(workdir, config)
@@ -144,7 +144,7 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
   out_dir = os.path.join(workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   t0 = time.perf_counter()
-  probs, _ = molgen.sample_molecules(config, model, params, data, workdir, step, GDSS_SAMPLES, seed,
+  probs, _ = molgen.sample_molecules(config, model, params, data, workdir, step, num_samples, seed,
                                      batch_size or config.sample_batch_size)
   t_sample = time.perf_counter() - t0
   generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold, workers)
@@ -153,15 +153,15 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
   molgen.write_smiles(generated, f"{stem}.smi")
   molgen.write_smiles(uncorrected, f"{stem}.uncorrected.smi")
   result = chem_metrics.generation_metrics(generated, data.train_smiles, test, uncorrected=uncorrected,
-                                           workers=workers)
+                                           compute_fcd=compute_fcd, workers=workers)
   t_fcd = result.pop("fcd_seconds", 0.0)
   t_metrics = time.perf_counter() - t0 - t_sample - t_decode - t_fcd
-  floor_path = os.path.join(out_dir, "gdss_floor.json")
+  floor_path = os.path.join(out_dir, f"gdss_floor_n{num_samples}.json")
   if os.path.exists(floor_path):
     floor = json.load(open(floor_path))
   else:
-    reference = molecules.load_smiles(config.dataset, "train", num_train=GDSS_SAMPLES, seed=config.seed + 7)
-    floor = chem_metrics.generation_metrics(reference, [], test, workers=workers)
+    reference = molecules.load_smiles(config.dataset, "train", num_train=num_samples, seed=config.seed + 7)
+    floor = chem_metrics.generation_metrics(reference, [], test, compute_fcd=compute_fcd, workers=workers)
     floor = {k: floor[k] for k in ("fcd", "nspdk_mmd", "fcd_num_generated", "fcd_num_test")}
     trainer.write_json(floor_path, floor)
   result = progress.to_json({
@@ -170,7 +170,7 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
       "seconds": {"sample": t_sample, "decode": t_decode, "metrics_without_fcd": t_metrics, "fcd": t_fcd,
                   "end_to_end_without_fcd": t_sample + t_decode + t_metrics}})
   trainer.write_json(f"{stem}.json", result)
-  print(f"GDSS protocol, {GDSS_SAMPLES} samples at step {step}: validity w/o correction "
+  print(f"GDSS protocol, {num_samples} samples at step {step}: validity w/o correction "
         f"{result['validity_wo_correction']:.3f}, uniqueness {result['uniqueness']:.3f}, novelty "
         f"{result['novelty']:.3f}, FCD {_f(result['fcd'])} (train vs test floor {_f(floor['fcd'])}), NSPDK "
         f"{_f(result['nspdk_mmd'])} (floor {_f(floor['nspdk_mmd'])}); {t_sample + t_decode + t_metrics:.1f} s end "

@@ -11,7 +11,8 @@ C = N (exact, the default) nothing can overflow. With a smaller C (large graphs)
 highest `priority` and the rest overflow. The priority must be an equivariant node score (the MGN passes each node's
 clustering logit, or a fixed projection of its features), so which nodes overflow does not depend on slot order;
 only nodes with equal scores fall back to slot order. Overflowing nodes are reported in `overflow` and
-`num_overflow`, never silently dropped: callers log or raise on them. Induced subgraph blocks are gathered as [K, C, C, E] and results scattered back to [N, ...].
+`num_overflow`, never silently dropped: callers log or raise on them. Induced subgraph blocks are gathered as
+[K, C, C, E] and results scattered back to [N, ...].
 """
 
 from __future__ import annotations

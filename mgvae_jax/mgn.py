@@ -276,8 +276,8 @@ class MGN(nn.Module):
       elif cfg.clustering == "learned":
         clus, cluster_logits = clustering_lib.LearnedClustering(
             num_clusters=k, order=cfg.cluster_order, features=cfg.cluster_features, layers=cfg.cluster_layers,
-            norm=cfg.cluster_norm, noise_scale=cfg.cluster_noise, name=f"cluster_{i}")(nodes, edges, mask, train=train, temperature=temperature,
-                                 noise=None if noise is None else noise[i])
+            norm=cfg.cluster_norm, noise_scale=cfg.cluster_noise, name=f"cluster_{i}")(
+                nodes, edges, mask, train=train, temperature=temperature, noise=None if noise is None else noise[i])
       else:
         if cfg.clustering == "given":
           ids = given_ids[i]

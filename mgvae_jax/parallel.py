@@ -55,8 +55,8 @@ def map_chunks(fn: Callable[[Sequence[T]], list[R]], items: Sequence[T], workers
                min_items_per_worker: int = MIN_ITEMS_PER_WORKER) -> list[R]:
   """fn(chunk) -> one result per item, over contiguous chunks of `items`, concatenated in input order.
 
-  fn must be a module-level function or a functools.partial of one (it is pickled by name) and its results picklable. workers: None = every core;
-  1 (or too few items) = inline in this process.
+  fn must be a module-level function or a functools.partial of one (it is pickled by name) and its results
+  picklable. workers: None = every core; 1 (or too few items) = inline in this process.
   """
   items = list(items)
   workers = default_workers() if workers is None else int(workers)

@@ -55,7 +55,8 @@ def canonical_smiles(smiles: Optional[str]) -> Optional[str]:
 
 def _describe_chunk(smiles: Sequence[Optional[str]], with_qed: bool = True) -> list:
   """Per SMILES: None if invalid, else (canonical SMILES without stereo, canonical SMILES with stereo (what FCD
-  reads), QED (None without `with_qed`), NSPDK graph). Module-level so that parallel.map_chunks can run it in worker processes."""
+  reads), QED (None without `with_qed`), NSPDK graph). Module-level so that parallel.map_chunks can run it in
+  worker processes."""
   out = []
   for s in smiles:
     mol = parse_smiles(s)
