@@ -16,17 +16,9 @@ from mgvae_jax.chem import decode
 from mgvae_jax.chem import featurise
 from mgvae_jax.chem import reconstruction
 from mgvae_jax.chem import statistics
-from mgvae_jax.data import molecules
+from markers import needs_qm9
 
 QM9_LIKE = ["CC1=CC=CC=C1", "OCC(N)=O", "C1CC1C#N", "CC(C)(O)C=O", "FC(F)F", "c1ccoc1"]
-
-
-def _have_qm9():
-  try:
-    molecules.load_smiles("qm9", "test", download=False)
-    return True
-  except (FileNotFoundError, OSError, ValueError):
-    return False
 
 
 def test_a_perfect_reconstruction_scores_perfectly_and_a_wrong_one_does_not():
@@ -124,7 +116,7 @@ def test_aggregate_prior_fits_samples_saves_and_loads(tmp_path):
     aggregate_prior.fit(latents[:3], components=2)
 
 
-@pytest.mark.skipif(not _have_qm9(), reason="QM9 files not in MGVAE_DATA_DIR (CI provides them)")
+@needs_qm9
 def test_a_short_qm9_run_learns_bonds(tmp_path):
   """A learning test, not a timing: held-out bond AUC after 150 steps beats the untrained model's."""
   config = overrides.apply(molgen_config.get_config("qm9", "test"), [

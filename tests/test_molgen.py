@@ -21,22 +21,11 @@ from experiments import molgen
 from experiments import sample
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
-from mgvae_jax.data import molecules
+from markers import needs_qm9
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTEFACTS = ("config.json", "metrics.jsonl", "metrics.json", "samples.smi", "samples_uncorrected.smi",
              "molecules.png", "interpolation.png", "loss_curve.png", "reconstruction.png")
-
-
-def _have_qm9():
-  try:
-    molecules.load_smiles("qm9", "test", download=False)
-    return True
-  except (FileNotFoundError, OSError, ValueError):
-    return False
-
-
-needs_qm9 = pytest.mark.skipif(not _have_qm9(), reason="QM9 files not in MGVAE_DATA_DIR (CI provides them)")
 
 
 def _env(**extra):

@@ -19,21 +19,11 @@ from mgvae_jax import graphs
 from mgvae_jax import property_prediction as pp
 from mgvae_jax import vae
 from mgvae_jax.data import molecules
+from markers import needs_qm9
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Sizes 3 to 9 heavy atoms, a ring, a charge, a triple bond: QM9-like molecules with "no atom" slots to spare.
 SMILES = ["CCO", "C1CC1C#N", "OC1=NC=CN1", "C[NH3+]", "CC(C)(C)C(=O)OC", "FC(F)(F)C1CCO1", "N#CC1=CC=CC=C1C"]
-
-
-def _have_qm9():
-  try:
-    molecules.load_qm9_targets("test", download=False)
-    return True
-  except (FileNotFoundError, OSError, ValueError):
-    return False
-
-
-needs_qm9 = pytest.mark.skipif(not _have_qm9(), reason="QM9 files not in MGVAE_DATA_DIR (CI provides them)")
 
 
 @pytest.fixture(scope="module")
