@@ -1,10 +1,12 @@
 r"""Sample a trained molgen run: batched, jitted, one compilation for all batches.
 
   python -m experiments.sample --workdir=runs/molgen_zinc --num_samples=10000 [--level=0] [--seed=1]
+  python -m experiments.sample --workdir=runs/molgen_qm9 --protocol=gdss     # GDSS's 10,000-sample protocol
 
 Reads the run's config.json and latest checkpoint. Level 0 (the finest, the molecule) writes
 `<workdir>/samples/step<S>_n<num>_seed<seed>.smi` (one SMILES per line, `None` for a failed decode), the uncorrected
-decodes beside it and the #5 metrics as `.metrics.json`. A coarser level l >= 1 (the coarsened graphs of K_l nodes;
+decodes beside it and the #5 metrics as `.metrics.json`, with the held-out reconstruction and the samples'
+statistics against the test set (as molgen's metrics.json). A coarser level l >= 1 (the coarsened graphs of K_l nodes;
 the library's 0 = finest numbering) has no molecules to decode: it writes the sampled weighted adjacencies as
 `.npz` with summary statistics in `.metrics.json`.
 """
@@ -30,6 +32,8 @@ from mgvae_jax import graphs
 from mgvae_jax import vae
 from mgvae_jax import training
 from mgvae_jax.chem import metrics as chem_metrics
+from mgvae_jax.chem import reconstruction
+from mgvae_jax.chem import statistics
 from mgvae_jax.data import molecules
 from mgvae_jax.training import progress
 
@@ -111,6 +115,14 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
         compute_fcd=config.compute_fcd if compute_fcd is None else compute_fcd,
         compute_nspdk=config.compute_nspdk))
     result["decode_failures"] = failures
+    # What the model learned, as molgen reports it: held-out reconstruction and the samples against the test set.
+    result["reconstruction"] = reconstruction.reconstruction_metrics(
+        model, params, data.held_out, data.held_out_smiles, feat, edge_pos_weight=vae.edge_pos_weight(data.train),
+        edge_threshold=config.edge_threshold)
+    sample_stats = statistics.molecule_statistics(generated)
+    test_stats = statistics.molecule_statistics(data.test_smiles)
+    result["sample_statistics"] = {"samples": sample_stats, "test": test_stats,
+                                   "gaps": statistics.compare(sample_stats, test_stats)}
   result["seconds"] = {"sample": t_sample, "total": time.perf_counter() - t0}
   result = progress.to_json(result)
   with open(f"{stem}.metrics.json", "w") as f:

@@ -165,6 +165,8 @@ def test_end_to_end_trains_resumes_samples_and_writes_every_artefact(tmp_path):
   # The sampling binary on that run: the molecule level and a coarse level.
   result = sample.run(workdir, num_samples=10, level=0, seed=3, batch_size=4, compute_fcd=False)
   assert result["step"] == longer.num_steps and result["num_samples"] == 10
+  assert result["reconstruction"]["molecules"] == config.num_reconstruct
+  assert result["sample_statistics"]["test"]["valid"] > 0
   smi = os.path.join(workdir, "samples", f"step{longer.num_steps}_n10_seed3.smi")
   assert len(open(smi).read().splitlines()) == 10
   # What the model learned, and where its samples came from (the test preset samples a fitted mixture).
