@@ -80,19 +80,21 @@ def load_data(config: MolgenConfig, feat: featurise.Featuriser) -> Data:
   if report.kept < config.batch_size:
     raise ValueError(f"only {report.kept} training molecules could be featurised ({report.summary()}); need at least "
                      f"batch_size={config.batch_size}")
-  test = molecules.load_smiles(config.dataset, "test")
+  full_test = molecules.load_smiles(config.dataset, "test")
+  test = full_test
   if config.num_test and config.num_test < len(test):
     keep = np.sort(np.random.default_rng(config.seed).choice(len(test), config.num_test, replace=False))
     test = [test[i] for i in keep]
   kept = [smiles[i] for i in report.kept_indices]
-  held_out, held_out_smiles = held_out_molecules(config, feat)
+  held_out, held_out_smiles = held_out_molecules(config, feat, full_test)
   return Data(train=batch, train_smiles=kept, test_smiles=test, report=report, held_out=held_out,
               held_out_smiles=held_out_smiles)
 
 
-def held_out_molecules(config: MolgenConfig, feat: featurise.Featuriser) -> tuple[graphs.GraphBatch, list[str]]:
-  """`config.num_reconstruct` test molecules (a seeded draw) that the featuriser can encode, and their SMILES."""
-  test = molecules.load_smiles(config.dataset, "test")
+def held_out_molecules(config: MolgenConfig, feat: featurise.Featuriser, test: list[str]
+                       ) -> tuple[graphs.GraphBatch, list[str]]:
+  """`config.num_reconstruct` molecules of the test split `test` (a seeded draw) that the featuriser can encode, and
+  their SMILES."""
   rng = np.random.default_rng(config.seed + 1)
   pick = rng.permutation(len(test))[:max(2 * config.num_reconstruct, 16)]
   batch, report = feat.featurise_many([test[i] for i in pick])

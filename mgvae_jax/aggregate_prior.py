@@ -62,17 +62,8 @@ class GaussianMixture:
 
 def posterior_means(model: vae.MGVAE, params, data: graphs.GraphBatch, batch_size: int = 500) -> np.ndarray:
   """The finest level's posterior means of every graph in `data` (host arrays [G, ...]): [G, N, d]."""
-  encode = jax.jit(lambda p, b: model.apply({"params": p}, b, method=vae.MGVAE.encode)[0])
-  g = int(data.nodes.shape[0])
-  size = min(batch_size, g)
-  out = []
-  for start in range(0, g, size):
-    chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:start + size]), data)
-    real = chunk.nodes.shape[0]
-    if real < size:  # one compiled shape
-      chunk = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], size - real, 0)]), chunk)
-    out.append(np.asarray(encode(params, jax.tree_util.tree_map(jnp.asarray, chunk)))[:real])
-  return np.concatenate(out)
+  encode = jax.jit(lambda b: model.apply({"params": params}, b, method=vae.MGVAE.encode)[0])
+  return graphs.map_in_chunks(encode, data, batch_size)
 
 
 def fit(latents: np.ndarray, components: int = 10, seed: int = 0, reg: float = 1e-3,

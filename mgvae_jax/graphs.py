@@ -18,9 +18,10 @@ a few buckets so a jitted step compiles once per bucket, not once per batch.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.struct
+import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
@@ -326,6 +327,23 @@ def pad_batch(batch: GraphBatch, pad_size: Optional[int] = None, num_graphs: Opt
       nodes=jnp.pad(batch.nodes, ((0, db), (0, dn), (0, 0))),
       edges=jnp.pad(batch.edges, ((0, db), (0, dn), (0, dn), (0, 0))),
       mask=jnp.pad(batch.mask, ((0, db), (0, dn))))
+
+
+def map_in_chunks(fn: Callable[[GraphBatch], Any], batch: GraphBatch, size: int) -> Any:
+  """fn (a jitted function of a batch) over host arrays [G, ...] in chunks of `size` graphs, outputs concatenated
+  on their leading axis and trimmed to G. The last chunk is filled with copies of its first graph, so fn compiles
+  for one shape only."""
+  g = int(batch.mask.shape[0])
+  size = min(size, g)
+  outs = []
+  for start in range(0, g, size):
+    chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:start + size]), batch)
+    real = chunk.mask.shape[0]
+    if real < size:
+      chunk = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], size - real, 0)]), chunk)
+    out = jax.device_get(fn(jax.tree_util.tree_map(jnp.asarray, chunk)))
+    outs.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:real], out))
+  return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *outs)
 
 
 def permute_nodes(batch: GraphBatch, perm: jnp.ndarray) -> GraphBatch:

@@ -51,10 +51,8 @@ def cluster_slots(ids: Array, mask: Array, num_clusters: int, capacity: int | No
   if c < 1:
     raise ValueError(f"cluster_slots: capacity must be >= 1, got {c}")
   key = jnp.where(mask & (ids >= 0) & (ids < k), ids, k).astype(jnp.int32)  # [N], K = no cluster
-  if priority is None:
-    order = jnp.argsort(key, stable=True)  # [N] node slots grouped by cluster, slot order kept within a cluster
-  else:  # by cluster, then decreasing priority, then slot (lexsort: last key is primary)
-    order = jnp.lexsort((-jax.lax.stop_gradient(priority).astype(jnp.float32), key))
+  score = jnp.zeros((n,), jnp.float32) if priority is None else jax.lax.stop_gradient(priority).astype(jnp.float32)
+  order = jnp.lexsort((-score, key))  # [N] by cluster, then decreasing priority, then slot (lexsort is stable)
   sorted_key = key[order]
   counts = jnp.bincount(key, length=k + 1)  # [K + 1]
   starts = jnp.cumsum(counts) - counts  # [K + 1]

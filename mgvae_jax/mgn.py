@@ -357,14 +357,12 @@ def overflow_priority(nodes: Array, ids: Array, cluster_logits: Optional[Array])
 
   A learned clustering ranks members by the logit of the cluster they were put in (the most confident stay). Fixed
   clusterings have no logits: a fixed projection of the node features stands in. Either way nodes tie only where the
-  network cannot tell them apart.
+  network cannot tell them apart. (cluster_slots stops its gradient.)
   """
   if cluster_logits is not None:
     k = cluster_logits.shape[-1]
-    own = jnp.take_along_axis(cluster_logits, jnp.minimum(ids, k - 1)[..., None], -1)[..., 0]
-    return jax.lax.stop_gradient(own)
-  w = jax.random.normal(jax.random.PRNGKey(0), (nodes.shape[-1],), nodes.dtype)
-  return jax.lax.stop_gradient(nodes @ w)
+    return jnp.take_along_axis(cluster_logits, jnp.minimum(ids, k - 1)[..., None], -1)[..., 0]
+  return nodes @ jax.random.normal(jax.random.PRNGKey(0), (nodes.shape[-1],), nodes.dtype)
 
 
 def masked_mean(x: Array, mask: Array) -> Array:

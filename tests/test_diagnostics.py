@@ -89,7 +89,8 @@ def test_parallel_decoding_equals_serial():
   # Forcing the pool on a few samples: the same results.
   items = list(zip(probs["node"], probs["edge"], probs["edge_type"], [None] * s))
   import functools  # pylint: disable=g-import-not-at-top
-  fn = functools.partial(decode._decode_chunk, featuriser=feat, corrected=True, edge_threshold=0.5, connect=True)
+  fn = functools.partial(decode._decode_each, fn=decode.decode_corrected, featuriser=feat, edge_threshold=0.5,
+                         connect=True)
   assert parallel.map_chunks(fn, items, workers=2, min_items_per_worker=2) == decode.decode_samples(
       probs, feat, corrected=True, connect=True)
 

@@ -262,7 +262,14 @@ def _connect(slots: np.ndarray, sub_p: np.ndarray, q: np.ndarray, free: list, bo
     joins -= 1
 
 
-def _batched(fn, node_probs, edge_probs, edge_type_probs, featuriser, mask, **kwargs) -> list[DecodeResult]:
+def _decode_each(chunk, fn, featuriser, **kwargs) -> list[DecodeResult]:
+  """fn on each (node, edge, edge_type, mask) sample of a chunk; module-level so worker processes can run it."""
+  return [fn(n, e, t, featuriser, mask=m, **kwargs) for n, e, t, m in chunk]
+
+
+def _batched(fn, node_probs, edge_probs, edge_type_probs, featuriser, mask, workers: Optional[int] = 1,
+             **kwargs) -> list[DecodeResult]:
+  """fn over the samples, in `workers` processes (parallel.map_chunks; None = every core, 1 = this process)."""
   node_probs, edge_probs, edge_type_probs = (np.asarray(x) for x in (node_probs, edge_probs, edge_type_probs))
   if node_probs.ndim != 3:
     raise ValueError(f"batched decoding needs node_probs [S, N, T], got shape {node_probs.shape}")
@@ -274,33 +281,25 @@ def _batched(fn, node_probs, edge_probs, edge_type_probs, featuriser, mask, **kw
     mask = np.asarray(mask, bool)
     if mask.shape[:1] != (s,):
       raise ValueError(f"mask must be [S, N] with S={s}, got shape {mask.shape}")
-  return [fn(node_probs[i], edge_probs[i], edge_type_probs[i], featuriser,
-             mask=None if mask is None else mask[i], **kwargs) for i in range(s)]
+  items = list(zip(node_probs, edge_probs, edge_type_probs, [None] * s if mask is None else mask))
+  return parallel.map_chunks(functools.partial(_decode_each, fn=fn, featuriser=featuriser, **kwargs), items, workers)
 
 
 def decode_argmax_batch(node_probs, edge_probs, edge_type_probs, featuriser: featurise_lib.Featuriser, *,
-                        mask=None, edge_threshold: float = 0.5) -> list[DecodeResult]:
+                        mask=None, edge_threshold: float = 0.5, workers: Optional[int] = 1) -> list[DecodeResult]:
   """decode_argmax over samples: node_probs [S, N, T], edge_probs [S, N, N], edge_type_probs [S, N, N, 3],
-  mask [S, N] or None."""
-  return _batched(decode_argmax, node_probs, edge_probs, edge_type_probs, featuriser, mask,
+  mask [S, N] or None; in `workers` processes (None = every core)."""
+  return _batched(decode_argmax, node_probs, edge_probs, edge_type_probs, featuriser, mask, workers,
                   edge_threshold=edge_threshold)
 
 
 def decode_corrected_batch(node_probs, edge_probs, edge_type_probs, featuriser: featurise_lib.Featuriser, *,
                            mask=None, edge_threshold: float = 0.5,
                            max_valences: Optional[Mapping[str, int]] = None,
-                           connect: bool = False) -> list[DecodeResult]:
-  """decode_corrected over samples (shapes as in decode_argmax_batch)."""
-  return _batched(decode_corrected, node_probs, edge_probs, edge_type_probs, featuriser, mask,
+                           connect: bool = False, workers: Optional[int] = 1) -> list[DecodeResult]:
+  """decode_corrected over samples (shapes and workers as in decode_argmax_batch)."""
+  return _batched(decode_corrected, node_probs, edge_probs, edge_type_probs, featuriser, mask, workers,
                   edge_threshold=edge_threshold, max_valences=max_valences, connect=connect)
-
-
-def _decode_chunk(chunk, featuriser, corrected, edge_threshold, connect):
-  """decode_samples' work on a list of (node [N,T], edge [N,N], edge_type [N,N,3], mask [N] or None) samples."""
-  if corrected:
-    return [decode_corrected(n, e, t, featuriser, mask=m, edge_threshold=edge_threshold, connect=connect)
-            for n, e, t, m in chunk]
-  return [decode_argmax(n, e, t, featuriser, mask=m, edge_threshold=edge_threshold) for n, e, t, m in chunk]
 
 
 def decode_samples(probs: Mapping[str, np.ndarray], featuriser: featurise_lib.Featuriser, *, corrected: bool = True,
@@ -316,19 +315,8 @@ def decode_samples(probs: Mapping[str, np.ndarray], featuriser: featurise_lib.Fe
   if missing:
     raise ValueError(f"decode_samples needs the keys node, edge, edge_type (MGVAE.decode at level 0); missing "
                      f"{sorted(missing)}")
-  if workers != 1:
-    node, edge, edge_type = (np.asarray(probs[k]) for k in ("node", "edge", "edge_type"))
-    s = node.shape[0]
-    if node.ndim != 3 or edge.shape[:1] != (s,) or edge_type.shape[:1] != (s,):
-      raise ValueError(f"decode_samples needs node [S, N, T], edge [S, N, N], edge_type [S, N, N, 3] with one S, "
-                       f"got shapes {node.shape}, {edge.shape}, {edge_type.shape}")
-    masks = [None] * s if mask is None else list(np.asarray(mask, bool))
-    items = list(zip(node, edge, edge_type, masks))
-    fn = functools.partial(_decode_chunk, featuriser=featuriser, corrected=corrected, edge_threshold=edge_threshold,
-                           connect=connect)
-    return parallel.map_chunks(fn, items, workers)
   if corrected:
     return decode_corrected_batch(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask,
-                                  edge_threshold=edge_threshold, connect=connect)
+                                  edge_threshold=edge_threshold, connect=connect, workers=workers)
   return decode_argmax_batch(probs["node"], probs["edge"], probs["edge_type"], featuriser, mask=mask,
-                             edge_threshold=edge_threshold)
+                             edge_threshold=edge_threshold, workers=workers)

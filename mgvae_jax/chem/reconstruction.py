@@ -24,7 +24,6 @@ import math
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from mgvae_jax import graphs
@@ -81,20 +80,8 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
   fn = reconstructor or make_reconstructor(model, edge_pos_weight)
   no_atom = featuriser.no_atom
   t = featuriser.num_types
-  probs_all, kl_all, overflow_all = [], [], []
-  size = min(batch_size, m)
-  for start in range(0, m, size):
-    chunk = jax.tree_util.tree_map(lambda x: np.asarray(x[start:start + size]), batch)
-    real = chunk.nodes.shape[0]
-    if real < size:  # one compiled shape: pad the last chunk with copies of its first molecule
-      chunk = jax.tree_util.tree_map(lambda x: np.concatenate([x, np.repeat(x[:1], size - real, 0)]), chunk)
-    probs, kl, overflow = jax.device_get(fn(params, jax.tree_util.tree_map(jnp.asarray, chunk)))
-    probs_all.append({k: v[:real] for k, v in probs.items()})
-    kl_all.append(np.asarray(kl)[:real])
-    overflow_all.append(np.asarray(overflow)[:real])
-  probs = {k: np.concatenate([p[k] for p in probs_all]) for k in probs_all[0]}
-  kl = np.concatenate(kl_all)  # [M, levels]
-  overflow = np.concatenate(overflow_all)  # [M] finest-level slots left out of a full cluster
+  probs, kl, overflow = graphs.map_in_chunks(lambda b: fn(params, b), batch, batch_size)
+  # kl [M, levels]; overflow [M]: finest-level slots left out of a full cluster
   raw = decode.decode_samples(probs, featuriser, corrected=False, edge_threshold=edge_threshold)
   fixed = decode.decode_samples(probs, featuriser, corrected=True, edge_threshold=edge_threshold, connect=True)
   targets = [featurise.canonical_smiles(s) for s in smiles]
