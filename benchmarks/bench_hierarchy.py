@@ -28,7 +28,7 @@ from mgvae_jax import hierarchy
 from mgvae_jax import mgn
 
 _NODES = flags.DEFINE_list("nodes", ["38", "128", "512", "2048"], "graph sizes N")
-_CLUSTER = flags.DEFINE_integer("cluster_size", 24, "target nodes per cluster (the issue asks for 16-32)")
+_CLUSTER = flags.DEFINE_integer("cluster_size", 24, "target nodes per cluster (16-32 is the range of interest)")
 _LATENT = flags.DEFINE_integer("latent_dim", 16, "latent channels d")
 _DECODERS = flags.DEFINE_list("decoders", ["second_order", "dot"], "decoder kinds to time")
 _FEATURES = flags.DEFINE_integer("features", 16, "channels of the second-order decoder")

@@ -4,7 +4,7 @@ r"""The main job's throughput: training molecules/s, sampling molecules/s (model
       [--num_samples=10000] [--workdir=runs/molgen_zinc]
 
 Presets (ZINC, N = 38):
-  authors  the size of the authors' PyTorch 2nd-order ZINC model the issue compares against: first-order GCN
+  authors  the size of the authors' PyTorch 2nd-order ZINC model, the throughput reference: first-order GCN
            encoders of 4 layers x 256 channels (diagonal posterior, as a first-order encoder gives), 2 levels of
            2 clusters, a second-order decoder of 3 layers x 64 channels on the per-channel outer product of the
            latents (d_z = 256, the paper's), and the KL to N(0, I) their code trains with. --authors_baseline is
@@ -12,15 +12,15 @@ Presets (ZINC, N = 38):
            how); the table prints our ratio to it.
   authors_learnable_prior  the same with the learnable prior of section 4.4 (full covariance, free matching).
   cpu      experiments.molgen's default model (configs/molgen.py, preset cpu).
-  cpu_autoregressive  the same with the autoregressive decoder (`--decoder=autoregressive`, issue #11): node types
+  cpu_autoregressive  the same with the autoregressive decoder (`--decoder=autoregressive`): node types
            from the latents, then the BFS construction (3 N = 114 scan steps, valence masks), sampled.
 
 Training: one jitted train step (forward, backward, Adam) on real featurised ZINC batches, median of --repeats.
 Sampling, model only: prior sample + decoder for --num_samples molecules in batches of --sample_batch (one
 compilation), median of --repeats; each batch is decoded in chunks of vae.DECODE_CHUNK inside the compiled call,
 and, in the same run, in one pass (chunk 0) for comparison. End to end: the same sampling, then RDKit decoding
-(corrected and uncorrected) and the #5 metrics without FCD (validity, uniqueness, novelty, QED, NSPDK against 1,000
-test molecules), once.
+(corrected and uncorrected) and the generation metrics without FCD (validity, uniqueness, novelty, QED, NSPDK
+against 1,000 test molecules), once.
 Without --workdir the parameters are freshly initialised (what is decoded then differs from a trained model's
 molecules, and so may RDKit's time); with it, the run's latest checkpoint (preset cpu only).
 
@@ -84,7 +84,8 @@ _WORKDIR_AR = flags.DEFINE_string("workdir_autoregressive", None,
                                   "a molgen --decoder=autoregressive run to sample from (preset cpu_autoregressive)")
 _AUTHORS = flags.DEFINE_float("authors_baseline", 30.5,
                                "training molecules/s of the authors' PyTorch code at the authors preset's size, batch "
-                               "20, one thread, on this machine (default: measured on the project's 2-core AMD EPYC)")
+                               "20, one thread, on this machine (default: README, Benchmarks, \"The main job's "
+                               "throughput\")")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/molgen.json", "where to write the JSON ('' = nowhere)")
 
 
@@ -119,22 +120,22 @@ def device_peak_mb() -> float | None:
 
 
 def bench_training(config, model, data, batch_size: int) -> dict:
-  optimizer = trainer.make_optimizer(config)
   batches = list(pipeline.batches(data, batch_size, seed=0, epoch=0))[:_REPEATS.value + 2]
   mesh = sharding.data_mesh(jax.local_devices()[:1])
-  state = trainer.init_state(config, model, optimizer, mesh, batches[0][0])
-  step = training.make_train_step(model, optimizer, edge_pos_weight=vae.edge_pos_weight(data),
-                                  temperature_fn=trainer.temperature_fn(config), mesh=mesh)
+  optimizer, state = trainer.mgvae_state(config, model, batches[0][0], config.train.num_steps)
+  state = sharding.replicate(state, mesh)
+  loss_fn = vae.make_loss_fn(model, vae.edge_pos_weight(data), trainer.temperature_fn(config.train))
+  step = training.make_train_step(loss_fn, optimizer, mesh)
   put = lambda b: sharding.shard_batch(b, mesh)
   t0 = time.perf_counter()
-  state, _ = step(state, *put(batches[0]))
+  state, _ = step(state, put(batches[0]))
   jax.block_until_ready(state)
   compile_s = time.perf_counter() - t0
   times = []
   for i in range(_REPEATS.value):
     b = put(batches[1 + i % (len(batches) - 1)])
     t = time.perf_counter()
-    state, m = step(state, *b)
+    state, m = step(state, b)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - t)
   med = statistics.median(times)
@@ -201,7 +202,7 @@ def main(argv):
       row["checkpoint_step"] = step
     else:
       example, _ = next(pipeline.batches(data, 1, seed=0))
-      params = training.create_train_state(model, trainer.make_optimizer(config), example, seed=0).params
+      params = trainer.mgvae_state(config, model, example, config.train.num_steps)[1].params
     row["params"] = int(sum(np.size(x) for x in jax.tree_util.tree_leaves(params)))
     row["sampling"] = bench_sampling(config, model, params, smiles, test, _E2E.value)
     print(f"{preset} sampling: {row['sampling']['samples_per_s (model only)']:.0f} mol/s model only", flush=True)

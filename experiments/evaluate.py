@@ -20,6 +20,7 @@ from absl import flags
 import numpy as np
 
 from mgvae_jax.chem import metrics
+from mgvae_jax.data import files
 
 DATASETS = ("zinc250k", "zinc", "qm9")
 
@@ -37,10 +38,7 @@ _NO_NSPDK = flags.DEFINE_bool("no_nspdk", False, "Skip NSPDK MMD.")
 
 
 def _read_lines(path: str, what: str) -> list[str]:
-  p = pathlib.Path(path)
-  if not p.is_file():
-    raise FileNotFoundError(f"{what} file {path} does not exist (or is not a file)")
-  lines = p.read_text().splitlines()
+  lines = files.read_text(path, "SMILES, one per line", role=f"{what} file").splitlines()
   if not lines:
     raise ValueError(f"{what} file {path} is empty; expected one SMILES per line")
   return lines

@@ -2,7 +2,7 @@ r"""All-at-once MGVAE generic graph generation (paper section 5.2): train, sampl
 
   python -m experiments.graphgen --dataset=community_small          # the CPU default (minutes)
   python -m experiments.graphgen --dataset=ego_small --preset=paper  # section 5.2's settings, 15 seeds
-  python -m experiments.graphgen --dataset=ego_small --set num_steps=6000
+  python -m experiments.graphgen --dataset=ego_small --set train.num_steps=6000
 
 Data: the first 20 % of the data set's graph list is the test set, the rest trains (GDSS's protocol; train and test
 never overlap). Evaluation: for every sampling seed (config.eval_seeds) and every sample count (config.num_generated:
@@ -10,9 +10,11 @@ the test set's size and 1,024), squared MMDs of degree, clustering and orbit sta
 both kernel protocols (GDSS/GraphRNN Gaussian-EMD, SPECTRE/DiGress Gaussian-TV), reported as mean and std over seeds,
 next to the same MMDs between the training and test sets (the data's own floor).
 
-Writes to --workdir (default runs/graphgen_<dataset>): config.json, checkpoints/, metrics.jsonl, samples.json (the
-first seed's graphs, as edge lists), metrics.json, graphs.png (generated above training graphs) and loss_curve.png.
-Running the same command again resumes from the latest checkpoint; a finished run only redoes the evaluation.
+Writes to --workdir (default runs/graphgen_<dataset>, plus _<preset> where not cpu): config.json, checkpoints/,
+metrics.jsonl, samples.json (the first seed's graphs, as edge lists), metrics.json, graphs.png (generated above
+training graphs) and loss_curve.png.
+Running the same command again resumes from the latest checkpoint. A workdir holding another config is refused before
+anything is written, and a finished run is left as it is (its metrics.json is returned).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def evaluate(config: GraphgenConfig, model: vae.MGVAE, params, pos_weight: float
     empty[n] = []
     sampler = trainer.make_sampler(model, min(config.sample_batch_size, n), edge_pos_weight=pos_weight)  # one compile
     for seed in range(config.eval_seeds):
-      probs = trainer.sample_probabilities(model, params, n, config.sample_batch_size, config.seed + 1000 + seed,
+      probs = trainer.sample_probabilities(model, params, n, config.sample_batch_size,
+                                           config.train.seed + 1000 + seed,
                                            edge_pos_weight=pos_weight, sampler=sampler)
       generated = graph_datasets.decode(probs, config.edge_threshold)
       empty[n].append(sum(g.number_of_nodes() == 0 for g in generated))
@@ -94,19 +97,22 @@ def evaluate(config: GraphgenConfig, model: vae.MGVAE, params, pos_weight: float
 
 def train_and_evaluate(config: GraphgenConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
   """Train (resuming if workdir has checkpoints), then sample, evaluate and draw. Returns metrics.json."""
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   mesh = sharding.data_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
   train, test = load_data(config)
-  if len(train) < config.batch_size:
-    raise ValueError(f"{config.dataset} has {len(train)} training graphs, fewer than batch_size={config.batch_size}")
+  if len(train) < config.train.batch_size:
+    raise ValueError(f"{config.dataset} has {len(train)} training graphs, fewer than train.batch_size="
+                     f"{config.train.batch_size}")
   out = stream or sys.stdout
   print(f"{config.dataset}: {len(train)} training and {len(test)} test graphs (test = the first 20 %), padded to "
         f"{config.model.max_nodes} nodes", file=out, flush=True)
   model = vae.MGVAE(config.model)
   batch = graph_datasets.to_batch(train, config.model.max_nodes, config.node_order)
-  state, summary = trainer.train(config, workdir, model, batch, mesh, stream, what="graphs")
+  trained = trainer.train(config, workdir, model, batch, mesh, stream, what="graphs")
+  state, summary = trained.state, trained.summary
   if jax.process_index() != 0 or not config.evaluate:
     return {"training": summary}
   params = jax.device_put(sharding.local_copy(state.params), jax.local_devices()[0])
@@ -119,12 +125,12 @@ def train_and_evaluate(config: GraphgenConfig, workdir: str, stream: Optional[Te
     json.dump(_edge_lists(samples), f)
   os.replace(tmp, os.path.join(workdir, "samples.json"))
   drawn = plots.graph_grid(samples, train, os.path.join(workdir, "graphs.png"), columns=config.grid_columns,
-                           seed=config.seed)
+                           seed=config.train.seed)
   plots.loss_curve(plots.read_jsonl(os.path.join(workdir, "metrics.jsonl")), os.path.join(workdir, "loss_curve.png"))
-  report = {"dataset": config.dataset, "preset": config.preset, "step": config.num_steps,
+  report = {"dataset": config.dataset, "preset": config.preset, "step": summary["steps"],
             "num_train": len(train), "num_test": len(test), "eval_seeds": config.eval_seeds, **result,
             "drawn": drawn, "training": summary, "seconds": {"evaluate": seconds}}
-  report = trainer.write_report(report, workdir, {"step": config.num_steps, "mmd": report["mmd"]})
+  report = trainer.write_report(report, workdir, {"step": summary["steps"], "mmd": report["mmd"]})
   print(format_table(report), file=out, flush=True)
   return report
 
@@ -152,11 +158,16 @@ def main(argv: Sequence[str]) -> None:
   def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = overrides.apply(graphgen_config.get_config(f.dataset, f.preset), f.set)
-    sharding.check_batch_size(config.batch_size, sharding.data_mesh())
+    sharding.check_batch_size(config.train.batch_size, sharding.data_mesh())
     return config
 
   config = trainer.config_from_main(argv, build)
-  train_and_evaluate(config, f.workdir or os.path.join("runs", f"graphgen_{config.dataset}"))
+  trainer.run_job(train_and_evaluate, config, f.workdir or default_workdir(config))
+
+
+def default_workdir(config: GraphgenConfig) -> str:
+  """runs/graphgen_<dataset>[_<preset> unless cpu]."""
+  return trainer.default_workdir("graphgen", config.dataset, preset=config.preset)
 
 
 def define_flags() -> None:
@@ -164,8 +175,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("dataset", "community_small", graphgen_config.DATASETS, "Graphs to learn.")
   flags.DEFINE_enum("preset", "cpu", graphgen_config.PRESETS,
                     "cpu: minutes on a laptop; paper: section 5.2's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/graphgen_<dataset>.")
-  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_steps=5000 (repeatable).")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/graphgen_<dataset>, with "
+                      "_<preset> appended for a preset other than cpu.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. train.num_steps=5000 (repeatable).")
   trainer.define_distributed_flags()
 
 

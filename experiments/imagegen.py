@@ -13,10 +13,11 @@ resolution. After training, each resolution is sampled separately from N(0, I) t
 comparable with the Inception FIDs of Table 9; the baseline and the data's own floor (10,000 training images against
 the test set) give it a scale.
 
-Outputs in --workdir (default runs/imagegen_<dataset>_<model>): config.json, checkpoints/ (atomic; a killed run
-resumes), metrics.jsonl (training lines with rate and ETA), metrics.json (FID-LeNet per resolution, floor, test
-reconstruction and KL per level, parameter count, timings), samples_{32,16,8}.png, reconstruction.png (test images
-and their reconstructions at every resolution), loss.png.
+Outputs in --workdir (default runs/imagegen_<dataset>_<model>): config.json (a workdir of another config is refused;
+a finished run of this one returns its metrics.json unchanged), checkpoints/ (atomic; a killed run resumes),
+metrics.jsonl (training lines with rate and ETA), metrics.json (FID-LeNet per resolution, floor, test reconstruction
+and KL per level, parameter count, timings), samples_{32,16,8}.png, reconstruction.png (test images and their
+reconstructions at every resolution), loss.png.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mgvae_jax import image_graphs
 from mgvae_jax import image_mgvae
 from mgvae_jax import training
 from mgvae_jax.data import mnist
+from mgvae_jax.data import pipeline
 from mgvae_jax.evaluation import image_fid
 from mgvae_jax.training import sharding
 
@@ -61,68 +63,38 @@ def build_model(config):
           else image_mgvae.ConvVAE(config.baseline))
 
 
-def make_train_step(model, optimizer, mesh):
-  """A jitted `step(state, images [B, S, S]) -> (state, metrics)`; non-finite steps are skipped (guarded_update)."""
-  rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+def make_loss_fn(model):
+  """`loss_fn(params, images [B, S, S], key, step) -> (loss, metrics)` for training.make_train_step."""
 
-  def loss_fn(params, images, key):
+  def loss_fn(params, images, key, step):
+    del step  # no schedule: the quadtree is fixed
     out = model.apply({"params": params}, images, train=True, rngs={"latent": key})
     return out.loss.mean(), {"loss": out.loss.mean(), "reconstruction": out.reconstruction.mean(0),
                              "kl": out.kl.mean(0)}
 
-  def step(state: training.TrainState, images):
-    key = jax.random.fold_in(state.key, state.step)  # a function of the checkpointed state: resume is exact
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, images, key)
-    new_state, guard = training.guarded_update(state, optimizer, loss, grads)
-    return new_state, dict(metrics, **guard)
-
-  return jax.jit(step, in_shardings=(rep, data), out_shardings=(rep, rep))
+  return loss_fn
 
 
-def epoch_order(num: int, seed: int, epoch: int) -> np.ndarray:
-  """The image order of `epoch`: a pure function of (seed, epoch), so a resumed run sees the same batches."""
-  return np.random.default_rng([seed, epoch]).permutation(num)
+def train(config, workdir: str, model, images: np.ndarray, mesh, stream: Optional[TextIO] = None
+          ) -> training.RunResult:
+  """Train (or resume) through the one loop (training.run), data-parallel over `mesh`: full batches only, each
+  epoch's order a pure function of (train.seed, epoch) (pipeline.batch_indices), the remainder skipped."""
+  train_cfg = config.train
+  num = images.shape[0]
+  if num < train_cfg.batch_size:
+    raise ValueError(f"train.batch_size {train_cfg.batch_size} exceeds the {num} training images")
+  steps_per_epoch = pipeline.num_batches(num, train_cfg.batch_size, drop_remainder=True)
+  optimizer = training.make_optimizer(train_cfg, train_cfg.total_steps(steps_per_epoch))
+  state = training.create_train_state(model, optimizer, jnp.asarray(images[:train_cfg.batch_size]),
+                                      seed=train_cfg.seed)
+  step_fn = training.make_train_step(make_loss_fn(model), optimizer, mesh)
 
+  def batches(epoch: int, start: int):
+    for ids in pipeline.batch_indices(num, train_cfg.batch_size, train_cfg.seed, epoch, drop_remainder=True)[start:]:
+      yield images[ids]
 
-def train(config, workdir: str, model, images: np.ndarray, mesh, stream: Optional[TextIO] = None):
-  """Restore-or-init, then train to config.num_steps (full batches only; the epoch's remainder is skipped)."""
-  optimizer = trainer.make_optimizer(config)
-  state = training.create_train_state(model, optimizer, jnp.asarray(images[:config.batch_size]), seed=config.seed)
-  state = sharding.replicate(sharding.local_copy(state), mesh)
-  step_fn = make_train_step(model, optimizer, mesh)
-  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-                                       save_interval_steps=config.checkpoint_every)
-  state, restored = training.restore_or_init(manager, state)
-  start = int(sharding.local_copy(state.step))
-  out = stream or sys.stdout
-  steps_per_epoch = images.shape[0] // config.batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"batch_size {config.batch_size} exceeds the {images.shape[0]} training images")
-  print(f"{'resumed from step ' + str(start) if restored else 'initialised'}; training to step {config.num_steps} "
-        f"on {mesh.devices.size} device(s), {images.shape[0]} images, batch {config.batch_size}", file=out, flush=True)
-  progress = training.Progress(config.num_steps, config.log_every,
-                               os.path.join(workdir, "metrics.jsonl") if jax.process_index() == 0 else None, stream)
-  t0, step = time.perf_counter(), start
-  try:
-    while step < config.num_steps:
-      epoch, index = training.data_position(step, steps_per_epoch)
-      order = epoch_order(images.shape[0], config.seed, epoch)
-      for i in range(index, steps_per_epoch):
-        if step >= config.num_steps:
-          break
-        batch = sharding.shard_batch(images[order[i * config.batch_size:(i + 1) * config.batch_size]], mesh)
-        state, metrics = step_fn(state, batch)
-        step += 1
-        trainer.end_of_step(config, state, step, metrics, progress, manager)
-    manager.save(state, force=True)
-  finally:
-    manager.wait()
-    manager.close()
-  seconds = time.perf_counter() - t0
-  return state, {"steps": config.num_steps, "resumed_from": start if restored else None,
-                 "train_seconds_this_run": seconds,
-                 "images_per_second": (step - start) * config.batch_size / seconds if step > start else None,
-                 "nonfinite_steps_total": int(sharding.local_copy(state.nonfinite_total))}
+  return training.run(train_cfg, workdir, state, step_fn, batches, steps_per_epoch, mesh=mesh, stream=stream,
+                      describe=f"{num} images, batch {train_cfg.batch_size}")
 
 
 def fid_classifier(config, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
@@ -178,16 +150,18 @@ def pictures(config, model, params, test: np.ndarray, samples: dict, workdir: st
 
 
 def train_and_evaluate(config, workdir: str, stream: Optional[TextIO] = None) -> dict:
-  """Train (or resume), then FID-LeNet per resolution and the pictures; returns metrics.json's content."""
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
+  """Train (or resume), then FID-LeNet per resolution and the pictures; returns metrics.json's content (a finished
+  run's, unchanged, when `workdir` holds one of this config)."""
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   train_images, train_labels, test, test_labels = load_images(config)
   mesh = sharding.data_mesh()
   model = build_model(config)
-  state, summary = train(config, workdir, model, train_images, mesh, stream)
-  params = sharding.local_copy(state.params)
+  result = train(config, workdir, model, train_images, mesh, stream)
+  params = sharding.local_copy(result.state.params)
   report = {"dataset": config.dataset, "model": config.model_name, "preset": config.preset,
-            "num_params": image_mgvae.num_params(params), "train": summary,
+            "num_params": image_mgvae.num_params(params), "train": result.summary,
             "test": evaluate_test(model, params, test, min(config.sample_batch_size, test.shape[0]))}
   if config.evaluate:
     lenet, info = fid_classifier(config, train_images, train_labels, test, test_labels, stream)
@@ -195,10 +169,10 @@ def train_and_evaluate(config, workdir: str, stream: Optional[TextIO] = None) ->
     reference = image_fid.reference_statistics(lenet, test, sizes)
     t0 = time.perf_counter()
     if config.model_name == "mgvae":
-      samples = {size: sample_images(model, params, l, config.num_samples, config.sample_batch_size, config.seed)
+      samples = {size: sample_images(model, params, l, config.num_samples, config.sample_batch_size, config.train.seed)
                  for l, size in enumerate(sizes)}
     else:  # the baseline has one level: its 32 x 32 samples, quadtree-averaged
-      base = sample_images(model, params, 0, config.num_samples, config.sample_batch_size, config.seed)
+      base = sample_images(model, params, 0, config.num_samples, config.sample_batch_size, config.train.seed)
       pyramid = image_graphs.image_pyramid(jnp.asarray(base), len(sizes))
       samples = {size: np.asarray(p) for size, p in zip(sizes, pyramid)}
     sample_seconds = time.perf_counter() - t0
@@ -211,7 +185,7 @@ def train_and_evaluate(config, workdir: str, stream: Optional[TextIO] = None) ->
     report["sampling"] = {"samples_per_resolution": config.num_samples, "seconds": sample_seconds,
                           "test_images": int(test.shape[0])}
     pictures(config, model, params, test, samples, workdir)
-  report = trainer.write_report(report, workdir, {"step": config.num_steps, **{
+  report = trainer.write_report(report, workdir, {"step": result.summary["steps"], **{
       k: report[k] for k in ("fid_lenet", "test") if k in report}})
   print(format_table(report), file=stream or sys.stdout, flush=True)
   return report
@@ -236,11 +210,12 @@ def main(argv: Sequence[str]) -> None:
   def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = overrides.apply(imagegen_config.get_config(f.dataset, f.preset, f.model), f.set)
-    sharding.check_batch_size(config.batch_size, sharding.data_mesh())
+    sharding.check_batch_size(config.train.batch_size, sharding.data_mesh())
     return config
 
   config = trainer.config_from_main(argv, build)
-  train_and_evaluate(config, f.workdir or os.path.join("runs", f"imagegen_{config.dataset}_{config.model_name}"))
+  trainer.run_job(train_and_evaluate, config,
+                  f.workdir or trainer.default_workdir("imagegen", config.dataset, config.model_name, preset=config.preset))
 
 
 def define_flags() -> None:
@@ -249,8 +224,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("model", "mgvae", imagegen_config.MODELS, "mgvae: the quadtree MGVAE; vae: the plain VAE baseline.")
   flags.DEFINE_enum("preset", "cpu", imagegen_config.PRESETS,
                     "cpu: about 20 min on 2 cores; paper: section 5.4's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/imagegen_<dataset>_<model>.")
-  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_steps=5000 (repeatable).")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/imagegen_<dataset>_<model>, plus "
+                      "_<preset> unless cpu.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. train.num_steps=5000 (repeatable).")
   trainer.define_distributed_flags()
 
 

@@ -16,16 +16,17 @@ the MGN as given ids). Balanced-cut statistics (Tables 7-8) are those of the bot
 
 Writes to --workdir (default runs/linkpred_<dataset>_<clustering>): config.json, seed_<s>/ (checkpoints/,
 metrics.jsonl, eval.jsonl, result.json) and metrics.json (mean ± std over seeds, time per epoch, peak memory).
-Running the same command again resumes each unfinished seed from its latest checkpoint.
+Each seed trains through the one training loop (mgvae_jax.training.run), one full-graph step per epoch, the graph
+replicated over every device. Running the same command again resumes each unfinished seed from its latest
+checkpoint and returns a finished run's metrics.json unchanged; a workdir of another config is refused.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import resource
 import sys
-import time
 from typing import Optional, Sequence, TextIO
 
 from absl import app
@@ -41,6 +42,7 @@ from mgvae_jax import fixed_clustering
 from mgvae_jax import graphs
 from mgvae_jax import link_prediction
 from mgvae_jax import training
+from mgvae_jax.data import files
 from mgvae_jax.data import planetoid
 from mgvae_jax.evaluation import link_metrics
 
@@ -75,27 +77,21 @@ def fixed_ids(config: LinkpredConfig, citation: planetoid.Citation, adjacency: n
   return tuple(jnp.asarray(i)[None] for i in ids)
 
 
-def make_steps(config: LinkpredConfig):
-  """(model, optimizer, jitted train_step(state, graph, given), jitted eval_step(params, graph, given, pairs))."""
+def make_steps(config: LinkpredConfig, mesh):
+  """(model, optimizer, step_fn(state, (graph, given)), jitted eval_step(params, graph, given, pairs)), shared by
+  every seed (one compilation). The step runs on the one graph replicated over `mesh`."""
   model = link_prediction.LinkMGVAE(config.model)
-  optimizer = trainer.make_optimizer(config)
-  temperature = trainer.temperature_fn(config)
+  optimizer = training.make_optimizer(config.train, config.train.total_steps(1))
+  temperature = trainer.temperature_fn(config.train)
 
-  @jax.jit
-  def train_step(state: training.TrainState, graph: graphs.GraphBatch, given):
-    key = jax.random.fold_in(state.key, state.step)  # a function of the checkpointed state: resume is exact
+  def loss_fn(params, inputs, key, step):
+    graph, given = inputs
     k_gumbel, k_latent = jax.random.split(key)
-
-    def loss_fn(params):
-      out = model.apply({"params": params}, graph, train=True, temperature=temperature(state.step), given_ids=given,
-                        rngs={"gumbel": k_gumbel, "latent": k_latent})
-      metrics = {"loss": out.loss[0], "edge": out.reconstruction[0, 0], "kl": out.kl[0],
-                 "balanced_cut": out.balanced_cut[0], "num_overflow": out.num_overflow[0]}
-      return out.loss.sum(), metrics
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state, guard = training.guarded_update(state, optimizer, loss, grads)
-    return new_state, dict(metrics, **guard)
+    out = model.apply({"params": params}, graph, train=True, temperature=temperature(step), given_ids=given,
+                      rngs={"gumbel": k_gumbel, "latent": k_latent})
+    metrics = {"loss": out.loss[0], "edge": out.reconstruction[0, 0], "kl": out.kl[0],
+               "balanced_cut": out.balanced_cut[0], "num_overflow": out.num_overflow[0]}
+    return out.loss.sum(), metrics
 
   @jax.jit
   def eval_step(params, graph: graphs.GraphBatch, given, pairs: dict):
@@ -103,17 +99,19 @@ def make_steps(config: LinkpredConfig):
     scores = {name: link_prediction.pair_scores(out.embedding[0], p) for name, p in pairs.items()}  # float32 each
     return scores, out.cluster_ids[0][0], out.num_overflow[0]
 
-  return model, optimizer, train_step, eval_step
+  return model, optimizer, training.make_train_step(loss_fn, optimizer, mesh, shard_inputs=False), eval_step
 
 
-def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, workdir: str,
+def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, workdir: str, mesh,
              stream: Optional[TextIO] = None, steps=None) -> dict:
-  """Split, train (resuming from workdir's checkpoints), select on validation; returns the seed's result.
+  """Split, train through the one loop (resuming from workdir's checkpoints), select on validation; returns the
+  seed's result (result.json). A seed that has its result.json is finished: that result is returned as it is.
 
-  steps: (model, optimizer, train_step, eval_step) to share across seeds (one compilation), or None to build them.
+  steps: make_steps(config, mesh), to share across seeds, or None to build them.
   """
-  out = stream or sys.stdout
-  os.makedirs(workdir, exist_ok=True)
+  result_path = os.path.join(workdir, "result.json")
+  if os.path.isfile(result_path):  # rerunning it would train nothing and lose its timing
+    return files.read_json(result_path, "seed result JSON")
   split = planetoid.split_edges(citation.edges, citation.num_nodes, seed, config.val_fraction, config.test_fraction)
   adjacency = planetoid.train_adjacency(split)
   graph = _graph(citation, adjacency)
@@ -121,82 +119,67 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
   pairs = {"val_pos": split.val_edges, "val_neg": split.val_non_edges, "test_pos": split.test_edges,
            "test_neg": split.test_non_edges}
   pairs = {k: jnp.asarray(v, jnp.int32) for k, v in pairs.items()}
-  model, optimizer, train_step, eval_step = steps or make_steps(config)
-  state = training.create_train_state(model, optimizer, graph, seed, init_kwargs={"given_ids": given})
-  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-                                       save_interval_steps=config.checkpoint_every)
-  state, restored = training.restore_or_init(manager, state)
-  start = int(state.step)
-  eval_path = os.path.join(workdir, "eval.jsonl")
-  records = trainer.read_records(eval_path, start)
-  trainer.write_json(eval_path, records, lines=True)
-  print(f"seed {seed}: {'resumed from epoch ' + str(start) if restored else 'initialised'}; {len(split.train_edges)} "
-        f"training edges, {len(split.val_edges)} / {len(split.test_edges)} validation / test edges (+ as many "
-        f"non-edges)", file=out, flush=True)
-  progress = training.Progress(config.epochs, config.log_every, os.path.join(workdir, "metrics.jsonl"), out)
+  model, optimizer, step_fn, eval_step = steps or make_steps(config, mesh)
+  train_cfg = dataclasses.replace(config.train, seed=seed)
+  state = training.create_train_state(model, optimizer, graph, train_cfg.seed, init_kwargs={"given_ids": given})
+  # Placed once: the loop's per-step replication of an already replicated graph is then a no-op.
+  inputs = training.sharding.replicate((graph, given), mesh)
 
-  def evaluate(step: int) -> dict:
-    scores, _, _ = eval_step(state.params, graph, given, pairs)
-    scores = jax.device_get(scores)
-    record = {"step": step}
-    for name in _EVAL_SETS:
-      record[name] = link_metrics.auc_ap(scores[f"{name}_pos"], scores[f"{name}_neg"])
-    with open(eval_path, "a") as f:
-      f.write(json.dumps(record, allow_nan=False) + "\n")
-    return record
+  def evaluate(params, step: int) -> dict:
+    scores = jax.device_get(eval_step(params, graph, given, pairs)[0])
+    return {name: link_metrics.auc_ap(scores[f"{name}_pos"], scores[f"{name}_neg"]) for name in _EVAL_SETS}
 
-  t0 = time.perf_counter()
-  step = start
-  try:
-    while step < config.epochs:
-      state, metrics = train_step(state, graph, given)
-      step += 1
-      if step % config.eval_every == 0 or step == config.epochs:  # before the checkpoint that would skip it
-        records.append(evaluate(step))
-      trainer.end_of_step(config, state, step, metrics, progress, manager)
-    manager.save(state, force=True)
-  finally:
-    manager.wait()
-    manager.close()
-  seconds = time.perf_counter() - t0
+  result = training.run(train_cfg, workdir, state, step_fn, lambda epoch, start: [inputs][start:], 1, mesh=mesh,
+                        shard_inputs=False, evaluate=evaluate, evaluate_every=config.eval_every, evaluate_last=True,
+                        stream=stream, examples_per_step=1,
+                        describe=f"seed {seed}: {len(split.train_edges)} training edges, {len(split.val_edges)} / "
+                                 f"{len(split.test_edges)} validation / test edges (+ as many non-edges)")
+  records = result.records
   if not records:
-    raise RuntimeError(f"seed {seed}: no evaluation records in {eval_path}")
+    raise RuntimeError(f"seed {seed}: no evaluation records in {workdir}")
   best = max(records, key=lambda r: (r["val"]["auc"], -r["step"]))  # the earliest of equal validation AUCs
-  _, bottom_ids, overflow = jax.device_get(eval_step(state.params, graph, given, pairs))
-  result = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"],
-            "final": records[-1], "balance": link_metrics.cluster_balance(np.asarray(bottom_ids),
-                                                                           config.model.mgn.num_clusters[0]),
-            "num_overflow": [int(x) for x in overflow],
-            "seconds_per_epoch": seconds / (config.epochs - start) if config.epochs > start else None,
-            "nonfinite_steps_total": int(state.nonfinite_total)}
-  trainer.write_json(os.path.join(workdir, "result.json"), result)
-  return result
+  _, bottom_ids, overflow = jax.device_get(eval_step(result.state.params, graph, given, pairs))
+  out = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"], "final": records[-1],
+         "balance": link_metrics.cluster_balance(np.asarray(bottom_ids), config.model.mgn.num_clusters[0]),
+         "num_overflow": [int(x) for x in overflow], "seconds_per_epoch": result.summary["seconds_per_step"],
+         "nonfinite_steps_total": result.summary["nonfinite_steps_total"]}
+  out = training.progress.to_json(out)
+  training.rundir.write_json(result_path, out)
+  return out
 
 
 def train_and_evaluate(config: LinkpredConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
-  """Every seed, then metrics.json: test AUC / AP (mean ± std), balanced cuts, time per epoch, peak memory."""
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
+  """Every seed, then metrics.json: test AUC / AP (mean ± std), balanced cuts, time per epoch, peak memory.
+
+  A workdir holding another config is refused (nothing written); one holding this config's finished run returns its
+  metrics.json unchanged.
+  """
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   out = stream or sys.stdout
   citation = load_graph(config)
   print(f"{config.dataset}: {citation.num_nodes} nodes, {citation.num_features} features, {citation.num_edges} "
         f"edges ({citation.num_self_loops_removed} self-loops dropped, {citation.num_isolated_nodes} isolated "
         f"nodes, {citation.num_padded_test_nodes} featureless padded test ids); clustering {config.clustering}, "
         f"levels {config.model.mgn.num_clusters}, capacity {config.model.mgn.capacity}", file=out, flush=True)
-  steps = make_steps(config)
-  results = [run_seed(config, citation, s, os.path.join(workdir, f"seed_{s}"), stream, steps) for s in config.seeds]
+  mesh = training.sharding.data_mesh()
+  steps = make_steps(config, mesh)
+  results = [run_seed(config, citation, s, os.path.join(workdir, f"seed_{s}"), mesh, stream, steps)
+             for s in config.seeds]
+  timed = [r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]]
   report = {
       "dataset": config.dataset, "clustering": config.clustering, "preset": config.preset,
       "test": {m: trainer.mean_std([r["test"][m] for r in results]) for m in ("auc", "ap")},
       "val": {m: trainer.mean_std([r["val"][m] for r in results]) for m in ("auc", "ap")},
       "balance": {k: trainer.mean_std([r["balance"][k] for r in results]) for k in ("min", "max", "std", "kl")},
       "num_overflow_bottom": trainer.mean_std([r["num_overflow"][0] for r in results]),
-      "seconds_per_epoch": trainer.mean_std([r["seconds_per_epoch"] for r in results if r["seconds_per_epoch"]])
-                           if any(r["seconds_per_epoch"] for r in results) else None,
+      "seconds_per_epoch": trainer.mean_std(timed) if timed else None,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "seeds": results,
   }
-  trainer.write_json(os.path.join(workdir, "metrics.json"), report)
+  report = training.progress.to_json(report)
+  training.rundir.write_json(os.path.join(workdir, "metrics.json"), report)
   print(format_table(report), file=out, flush=True)
   return report
 
@@ -218,7 +201,8 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   config = trainer.config_from_main(
       argv, lambda: overrides.apply(linkpred_config.get_config(f.dataset, f.clustering, f.preset), f.set))
-  train_and_evaluate(config, f.workdir or os.path.join("runs", f"linkpred_{config.dataset}_{config.clustering}"))
+  trainer.run_job(train_and_evaluate, config,
+                  f.workdir or trainer.default_workdir("linkpred", config.dataset, config.clustering, preset=config.preset))
 
 
 def define_flags() -> None:
@@ -228,8 +212,9 @@ def define_flags() -> None:
                     "learned (learning to cluster), or the fixed spectral / kmeans baselines of section 5.3.")
   flags.DEFINE_enum("preset", "cpu", linkpred_config.PRESETS,
                     "cpu: the paper's model, fewer epochs; paper: section 5.3's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/linkpred_<dataset>_<clustering>.")
-  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. epochs=1000 (repeatable).")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/linkpred_<dataset>_<clustering>, "
+                      "plus _<preset> unless cpu.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. train.epochs=1000 (repeatable).")
 
 
 if __name__ == "__main__":

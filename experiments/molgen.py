@@ -2,14 +2,17 @@ r"""All-at-once MGVAE molecule generation (paper section 5.1): train, sample, de
 
   python -m experiments.molgen --dataset=zinc                   # the CPU default (< 30 min on 2 cores)
   python -m experiments.molgen --dataset=qm9 --preset=paper     # the paper's settings (a GPU run)
-  python -m experiments.molgen --dataset=zinc --set num_steps=5000 --set model.mgn.latent_dim=32
+  python -m experiments.molgen --dataset=zinc --set train.num_steps=5000 --set model.mgn.latent_dim=32
 
-Writes to --workdir (default runs/molgen_<dataset>): config.json, checkpoints/ (orbax, the last k), metrics.jsonl
-(one record per logged step, then the evaluation), samples.smi (one line per sample, `None` for a failed decode) and
-samples_uncorrected.smi, metrics.json, molecules.png, interpolation.png and loss_curve.png.
+Writes to --workdir (default runs/molgen_<dataset>, plus _<preset> and _autoregressive where not the default):
+config.json, checkpoints/ (orbax, the last k), metrics.jsonl (one record per logged step, then the evaluation),
+eval.jsonl (quality during training), samples.smi (one line per sample, `None` for a failed decode) and
+samples_uncorrected.smi, metrics.json, molecules.png, reconstruction.png, interpolation.png, loss_curve.png and
+quality_curve.png.
 
 Running the same command again resumes from the latest checkpoint with the same data order and ends with the same
-parameters as an uninterrupted run; a finished run only redoes sampling and evaluation. Training is data parallel
+parameters as an uninterrupted run. A workdir holding another config is refused before anything is written, and a
+finished run is left as it is (experiments.sample samples it again, beside its results). Training is data parallel
 over every device (jax.sharding); multi-host runs pass --coordinator_address, --num_processes and --process_id.
 """
 
@@ -41,6 +44,7 @@ from mgvae_jax.chem import featurise
 from mgvae_jax.chem import metrics as chem_metrics
 from mgvae_jax.chem import reconstruction
 from mgvae_jax.chem import statistics
+from mgvae_jax.data import files
 from mgvae_jax.data import molecules
 from mgvae_jax.training import sharding
 
@@ -61,9 +65,8 @@ class Data:
 
 
 def _read_smiles_file(path: str) -> list[str]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"train_file {path} does not exist")
-  smiles = [line.split()[0] for line in open(path).read().splitlines() if line.strip()]
+  text = files.read_text(path, "training SMILES, one per line", role="train_file")
+  smiles = [line.split()[0] for line in text.splitlines() if line.strip()]
   if not smiles:
     raise ValueError(f"train_file {path} is empty; expected one SMILES per line")
   return smiles
@@ -74,16 +77,16 @@ def load_data(config: MolgenConfig, feat: featurise.Featuriser) -> Data:
   if config.train_file:
     smiles = _read_smiles_file(config.train_file)[:config.num_train]
   else:
-    smiles = molecules.load_smiles(config.dataset, "train", num_train=config.num_train, seed=config.seed)
+    smiles = molecules.load_smiles(config.dataset, "train", num_train=config.num_train, seed=config.train.seed)
   batch, report = feat.featurise_many(smiles)
   print(f"training molecules: {report.summary()}", flush=True)
-  if report.kept < config.batch_size:
+  if report.kept < config.train.batch_size:
     raise ValueError(f"only {report.kept} training molecules could be featurised ({report.summary()}); need at least "
-                     f"batch_size={config.batch_size}")
+                     f"train.batch_size={config.train.batch_size}")
   full_test = molecules.load_smiles(config.dataset, "test")
   test = full_test
   if config.num_test and config.num_test < len(test):
-    keep = np.sort(np.random.default_rng(config.seed).choice(len(test), config.num_test, replace=False))
+    keep = np.sort(np.random.default_rng(config.train.seed).choice(len(test), config.num_test, replace=False))
     test = [test[i] for i in keep]
   kept = [smiles[i] for i in report.kept_indices]
   held_out, held_out_smiles = held_out_molecules(config, feat, full_test)
@@ -95,7 +98,7 @@ def held_out_molecules(config: MolgenConfig, feat: featurise.Featuriser, test: l
                        ) -> tuple[graphs.GraphBatch, list[str]]:
   """`config.num_reconstruct` molecules of the test split `test` (a seeded draw) that the featuriser can encode, and
   their SMILES."""
-  rng = np.random.default_rng(config.seed + 1)
+  rng = np.random.default_rng(config.train.seed + 1)
   pick = rng.permutation(len(test))[:max(2 * config.num_reconstruct, 16)]
   batch, report = feat.featurise_many([test[i] for i in pick])
   keep = min(config.num_reconstruct, report.kept)
@@ -178,7 +181,7 @@ def make_quality_fn(config: MolgenConfig, model: vae.MGVAE, feat: featurise.Feat
     recon = reconstruction.reconstruction_metrics(model, params, held_out, smiles, feat, edge_pos_weight=pos_weight,
                                                   edge_threshold=config.edge_threshold, batch_size=size,
                                                   reconstructor=reconstructor)
-    probs = trainer.sample_probabilities(model, params, config.quality_samples, sample_batch, config.seed,
+    probs = trainer.sample_probabilities(model, params, config.quality_samples, sample_batch, config.train.seed,
                                          edge_pos_weight=pos_weight, sampler=sampler)
     generated, uncorrected, _ = decode_molecules(probs, feat, config.edge_threshold)
     gen = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles, uncorrected=uncorrected,
@@ -200,7 +203,7 @@ def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, wor
     mixture = aggregate_prior.GaussianMixture.load(path)
   else:
     latents = aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size)
-    mixture = aggregate_prior.fit(latents, config.prior_components, config.seed)
+    mixture = aggregate_prior.fit(latents, config.prior_components, config.train.seed)
     mixture.save(path)
   return mixture, {"components": int(mixture.weights.shape[0]), "dimension": int(mixture.means.shape[1]),
                    "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
@@ -223,17 +226,19 @@ def sample_molecules(config: MolgenConfig, model: vae.MGVAE, params, data: Data,
 
 def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
   """Train (resuming if workdir has checkpoints), then sample, decode, evaluate and draw. Returns metrics.json."""
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   mesh = sharding.data_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
   feat = config.featuriser()
   data = load_data(config, feat)
   model = vae.MGVAE(config.model)
   construction = check_construction_steps(config, data.train, stream)
   evaluate = make_quality_fn(config, model, feat, data) if config.quality_every else None
-  state, summary = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules",
-                                 evaluate=evaluate, evaluate_every=config.quality_every)
+  trained = trainer.train(config, workdir, model, data.train, mesh, stream, what="molecules", evaluate=evaluate,
+                          evaluate_every=config.quality_every)
+  state, summary = trained.state, trained.summary
   if construction:
     summary["autoregressive"] = construction
   if jax.process_index() != 0 or not config.evaluate:
@@ -244,7 +249,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   t0 = time.perf_counter()
   pos_weight = summary["edge_pos_weight"]
   probs, prior_report = sample_molecules(config, model, params, data, workdir, int(summary["steps"]),
-                                         config.num_samples, config.seed, config.sample_batch_size)
+                                         config.num_samples, config.train.seed, config.sample_batch_size)
   t_sample = time.perf_counter() - t0
   generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold, workers=None)
   t_decode = time.perf_counter() - t0 - t_sample
@@ -265,7 +270,8 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   test_stats = statistics.molecule_statistics(data.test_smiles)
   t_diag = time.perf_counter() - t0 - t_sample - t_decode - t_eval
   if prior_report is not None:  # the same model's learnable prior beside the fitted one, measured the same way
-    learned = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size, config.seed,
+    learned = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size,
+                                           config.train.seed,
                                            edge_pos_weight=pos_weight)
     l_gen, l_raw, _ = decode_molecules(learned, feat, config.edge_threshold, workers=None)
     l_metrics = chem_metrics.generation_metrics(l_gen, data.train_smiles, data.test_smiles, uncorrected=l_raw,
@@ -277,16 +283,15 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
 
   drawn = draw.molecule_grid([s for s in generated if s], os.path.join(workdir, "molecules.png"),
                              max_molecules=config.grid_molecules)
-  rng = np.random.default_rng(config.seed)
+  rng = np.random.default_rng(config.train.seed)
   pair = [data.test_smiles[i] for i in rng.choice(len(data.test_smiles), 2, replace=False)]
   strip = interpolation(model, params, feat, pair, config.interpolation_steps, config.edge_threshold, pos_weight)
   draw.interpolation_strip(strip, os.path.join(workdir, "interpolation.png"))
-  records = plots.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-  plots.loss_curve(records, os.path.join(workdir, "loss_curve.png"))
-  if config.quality_every:
-    plots.quality_curve(records, os.path.join(workdir, "quality_curve.png"))
+  plots.loss_curve(plots.read_jsonl(os.path.join(workdir, "metrics.jsonl")), os.path.join(workdir, "loss_curve.png"))
+  if trained.records:
+    plots.quality_curve(trained.records, os.path.join(workdir, "quality_curve.png"))
 
-  report = {"dataset": config.dataset, "preset": config.preset, "step": config.num_steps, **result,
+  report = {"dataset": config.dataset, "preset": config.preset, "step": config.train.num_steps, **result,
             "decode_failures": failures, "training": summary,
             "featurise": {"kept": data.report.kept, "total": data.report.total, "rejected": data.report.rejected},
             "reconstruction": recon, "sampled_from": config.sample_from, "fitted_prior": prior_report,
@@ -294,7 +299,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
                                   "gaps": statistics.compare(sample_stats, test_stats)},
             "interpolation": {"endpoints": pair, "decoded": strip}, "grid": drawn,
             "seconds": {"sample": t_sample, "decode": t_decode, "evaluate": t_eval, "diagnostics": t_diag}}
-  report = trainer.write_report(report, workdir, {"step": config.num_steps, **{k: report[k] for k in result}})
+  report = trainer.write_report(report, workdir, {"step": config.train.num_steps, **{k: report[k] for k in result}})
   keys = ("validity", "validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd", "nspdk_mmd")
   print("metrics: " + " ".join(f"{k}={report.get(k)}" for k in keys), file=out, flush=True)
   print(f"held-out reconstruction ({recon['molecules']} molecules): " + " ".join(
@@ -320,12 +325,17 @@ def main(argv: Sequence[str]) -> None:
   def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = config_from_flags()
-    sharding.check_batch_size(config.batch_size, sharding.data_mesh())
+    sharding.check_batch_size(config.train.batch_size, sharding.data_mesh())
     return config
 
   config = trainer.config_from_main(argv, build)
-  suffix = "_autoregressive" if config.model.decoder == "autoregressive" else ""
-  train_and_evaluate(config, flags.FLAGS.workdir or os.path.join("runs", f"molgen_{config.dataset}{suffix}"))
+  trainer.run_job(train_and_evaluate, config, flags.FLAGS.workdir or default_workdir(config))
+
+
+def default_workdir(config: MolgenConfig) -> str:
+  """runs/molgen_<dataset>[_autoregressive][_<preset> unless cpu]."""
+  parts = ("molgen", config.dataset) + (("autoregressive",) if config.model.decoder == "autoregressive" else ())
+  return trainer.default_workdir(*parts, preset=config.preset)
 
 
 def define_flags() -> None:
@@ -338,8 +348,8 @@ def define_flags() -> None:
                     "The finest level's decoder: all_at_once (second-order, section 5.1) or autoregressive (BFS "
                     "construction with valence masks, after CGVAE).")
   flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/molgen_<dataset>, with "
-                      "_autoregressive appended for --decoder=autoregressive.")
-  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_steps=5000 or "
+                      "_<preset> appended for a preset other than cpu, and _autoregressive for that decoder.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. train.num_steps=5000 or "
                             "model.mgn.latent_dim=32 (repeatable).")
   trainer.define_distributed_flags()
 

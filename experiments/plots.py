@@ -12,12 +12,13 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from mgvae_jax.data import files  # pylint: disable=g-import-not-at-top
+
 
 def read_jsonl(path: str) -> list[dict]:
   """The records of a JSONL file; a torn last line (a killed writer) is skipped, any other bad line raises."""
   records = []
-  with open(path) as f:
-    lines = f.read().splitlines()
+  lines = files.read_text(path, "JSON lines").splitlines()
   for i, line in enumerate(lines):
     if not line.strip():
       continue
@@ -72,9 +73,9 @@ def loss_curve(records: Sequence[dict], path: str, terms: Sequence[str] = ("loss
 
 
 def quality_curve(records: Sequence[dict], path: str) -> None:
-  """Held-out reconstruction (left axis) and sample FCD (right axis) against step, from the "quality" records that
-  experiments.trainer.train writes during training (a step seen twice keeps its last record)."""
-  by_step = {int(r["step"]): r for r in records if r.get("phase") == "quality"}
+  """Held-out reconstruction (left axis) and sample FCD (right axis) against step, from the evaluation records
+  (eval.jsonl) molgen's quality evaluations write during training (a step seen twice keeps its last record)."""
+  by_step = {int(r["step"]): r for r in records}
   steps = sorted(by_step)
   if not steps:
     raise ValueError("quality_curve: no quality records (set quality_every)")

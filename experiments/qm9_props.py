@@ -15,16 +15,16 @@ r"""Unsupervised molecular property prediction on QM9 (paper section 5.5, Tables
    raw source, so it stays standardised.
 
 Data: MGVAE's 130,462 QM9 rows and its `test_percent` split files (default 10 %: 117,421 train, 13,041 test).
-Writes to --workdir (default runs/qm9_props): config.json, checkpoints/ (MGVAE, orbax), metrics.jsonl, metrics.json,
-and prints the table. Running the same command again resumes MGVAE from its latest checkpoint; a finished MGVAE is
-not retrained, only encoded and the heads refitted.
+Writes to --workdir (default runs/qm9_props, plus _<preset> where not cpu): config.json, checkpoints/ (MGVAE, orbax),
+metrics.jsonl, metrics.json, and prints the table. Running the same command again resumes MGVAE from its latest
+checkpoint. A workdir holding another config is refused before anything is written, and a finished run is left as it
+is (its metrics.json is returned).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import sys
 import time
 from typing import Optional, Sequence, TextIO
@@ -76,8 +76,8 @@ class Standardisation:
 def load_standardisation(data_dir=None) -> Standardisation:
   """The derived standardisation table (PROVENANCE section 2), checked against the loader's columns and units."""
   path = registry.fetch(STANDARDISATION_FILE, data_dir=data_dir)
-  with open(path, newline="") as f:
-    rows = {r["mgvae_target_file"]: r for r in csv.DictReader(f)}
+  lines = registry.read_lines(path, registry.get(STANDARDISATION_FILE).format)
+  rows = {r["mgvae_target_file"]: r for r in csv.DictReader(lines)}
   if set(rows) != set(NAMES):
     raise registry.DataFormatError(f"{path}: expected one row per target {NAMES}, found {sorted(rows)}")
   mean, std, units = [], [], []
@@ -123,7 +123,7 @@ def load_split(config: Qm9PropsConfig, split: str, count: int, stats: Standardis
   rows = np.arange(len(smiles))
   if count and count < len(rows):
     salt = 1 if split == "train" else 2  # different draws for the two splits, both fixed by the seed
-    rows = np.sort(np.random.default_rng([config.seed, salt]).choice(len(rows), count, replace=False))
+    rows = np.sort(np.random.default_rng([config.train.seed, salt]).choice(len(rows), count, replace=False))
   batch, report = config.featuriser().featurise_many([smiles[i] for i in rows])
   print(f"qm9 {split} (MGVAE {config.test_percent} % split): {report.summary()}", file=stream or sys.stdout,
         flush=True)
@@ -182,23 +182,25 @@ def format_table(report: dict) -> str:
 
 def train_and_evaluate(config: Qm9PropsConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
   """Train MGVAE (resuming if workdir has checkpoints), encode, fit the heads, evaluate. Returns metrics.json."""
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   out = stream or sys.stdout
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
   mesh = sharding.data_mesh()
-  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.train.batch_size, mesh)
   stats = load_standardisation()
   t0 = time.perf_counter()
   train = load_split(config, "train", config.num_train, stats, out)
   test = load_split(config, "test", config.num_test, stats, out)
-  fit_ids, val_ids = split_validation(len(train.smiles), config.val_fraction, config.seed)
-  if train.graphs.nodes.shape[0] < config.batch_size:
-    raise ValueError(f"only {train.graphs.nodes.shape[0]} training molecules; need at least batch_size="
-                     f"{config.batch_size}")
+  fit_ids, val_ids = split_validation(len(train.smiles), config.val_fraction, config.train.seed)
+  if train.graphs.nodes.shape[0] < config.train.batch_size:
+    raise ValueError(f"only {train.graphs.nodes.shape[0]} training molecules; need at least train.batch_size="
+                     f"{config.train.batch_size}")
   t_data = time.perf_counter() - t0
 
   model = vae.MGVAE(config.model)
-  state, summary = trainer.train(config, workdir, model, train.graphs, mesh, stream, what="molecules")
+  trained = trainer.train(config, workdir, model, train.graphs, mesh, stream, what="molecules")
+  state, summary = trained.state, trained.summary
   if jax.process_index() != 0:
     return {"training": summary}  # process 0 encodes, fits and reports
   params = jax.device_put(sharding.local_copy(state.params), jax.local_devices()[0])
@@ -226,7 +228,7 @@ def train_and_evaluate(config: Qm9PropsConfig, workdir: str, stream: Optional[Te
   head, fit = pp.fit_heads(scale(reps_train[fit_ids]), train.z[fit_ids], scale(reps_train[val_ids]), train.z[val_ids],
                            hidden=config.head_hidden, activation=config.head_activation, loss=config.head_loss,
                            learning_rate=config.head_learning_rate, batch_size=config.head_batch_size,
-                           epochs=config.head_epochs, seed=config.seed, log=log)
+                           epochs=config.head_epochs, seed=config.train.seed, log=log)
   t_heads = time.perf_counter() - t0
   z_pred = pp.predict(head, fit.params, scale(reps_test))  # [M_test, 13]
   if not np.all(np.isfinite(z_pred)):
@@ -234,13 +236,13 @@ def train_and_evaluate(config: Qm9PropsConfig, workdir: str, stream: Optional[Te
   result = mae_per_target(z_pred, test, stats)
   heads = {name: {"best_epoch": int(fit.best_epoch[t]), "val_mae_standardised": float(fit.val_mae[t]),
                   "val_mae": float(fit.val_mae[t] * stats.std[t])} for t, name in enumerate(NAMES)}
-  report = {"preset": config.preset, "test_percent": config.test_percent, "step": config.num_steps,
+  report = {"preset": config.preset, "test_percent": config.test_percent, "step": summary["steps"],
             "test": result, "heads": heads,
             "molecules": {"train": len(fit_ids), "validation": len(val_ids), "test": len(test.smiles),
                           "mgvae_train": len(train.smiles)},
             "representation_dim": int(reps_train.shape[1]), "training": summary,
             "seconds": {"data": t_data, "encode": t_encode, "heads": t_heads}}
-  report = trainer.write_report(report, workdir, {"step": config.num_steps,
+  report = trainer.write_report(report, workdir, {"step": summary["steps"],
                                                   **{f"mae_{n}": result[n]["mae"] for n in NAMES}})
   print(format_table(report), file=out, flush=True)
   return report
@@ -255,18 +257,24 @@ def main(argv: Sequence[str]) -> None:
   def build():
     sharding.initialize_distributed(f.coordinator_address, f.num_processes, f.process_id)
     config = overrides.apply(qm9_props_config.get_config(f.preset), f.set)
-    sharding.check_batch_size(config.batch_size, sharding.data_mesh())
+    sharding.check_batch_size(config.train.batch_size, sharding.data_mesh())
     return config
 
   config = trainer.config_from_main(argv, build)
-  train_and_evaluate(config, f.workdir or os.path.join("runs", "qm9_props"))
+  trainer.run_job(train_and_evaluate, config, f.workdir or default_workdir(config))
+
+
+def default_workdir(config: Qm9PropsConfig) -> str:
+  """runs/qm9_props[_<preset> unless cpu]."""
+  return trainer.default_workdir("qm9_props", preset=config.preset)
 
 
 def define_flags() -> None:
   """Flags, defined only when run as a program (importing this module defines none)."""
   flags.DEFINE_enum("preset", "cpu", qm9_props_config.PRESETS,
                     "cpu: the 20-30 min default; paper: section 5.5's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/qm9_props.")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/qm9_props, with _<preset> "
+                      "appended for a preset other than cpu.")
   flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. num_train=50000 (repeatable).")
   trainer.define_distributed_flags()
 

@@ -5,7 +5,7 @@ r"""Sample a trained molgen run: batched, jitted, one compilation for all batche
 
 Reads the run's config.json and latest checkpoint. Level 0 (the finest, the molecule) writes
 `<workdir>/samples/step<S>_n<num>_seed<seed>.smi` (one SMILES per line, `None` for a failed decode), the uncorrected
-decodes beside it and the #5 metrics as `.metrics.json`, with the held-out reconstruction and the samples'
+decodes beside it and the generation metrics as `.metrics.json`, with the held-out reconstruction and the samples'
 statistics against the test set (as molgen's metrics.json). A coarser level l >= 1 (the coarsened graphs of K_l nodes;
 the library's 0 = finest numbering) has no molecules to decode: it writes the sampled weighted adjacencies as
 `.npz` with summary statistics in `.metrics.json`.
@@ -13,7 +13,6 @@ the library's 0 = finest numbering) has no molecules to decode: it writes the sa
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -34,17 +33,19 @@ from mgvae_jax import training
 from mgvae_jax.chem import metrics as chem_metrics
 from mgvae_jax.chem import reconstruction
 from mgvae_jax.chem import statistics
+from mgvae_jax.data import files
 from mgvae_jax.data import molecules
 from mgvae_jax.training import progress
 
 
 def load_config(workdir: str) -> molgen_config.MolgenConfig:
   path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  if not os.path.exists(path):
     raise FileNotFoundError(f"{workdir} has no config.json: is it a workdir of experiments.molgen?")
+  config = files.read_json(path, "molgen config JSON")
   try:
-    return overrides.from_dict(molgen_config.MolgenConfig, json.load(open(path)))
-  except (json.JSONDecodeError, TypeError, ValueError) as exc:
+    return overrides.from_dict(molgen_config.MolgenConfig, config)
+  except (TypeError, ValueError) as exc:
     raise ValueError(f"{path} is not a readable molgen config: {exc}") from exc
 
 
@@ -68,7 +69,8 @@ def load_run(workdir: str, config: Optional[molgen_config.MolgenConfig] = None
     n = config.model.max_nodes
     example = graphs.GraphBatch(np.zeros((1, n, feat.num_node_features), np.float32),
                                 np.zeros((1, n, n, feat.num_edge_types), np.float32), np.ones((1, n), bool))
-    state = training.create_train_state(model, trainer.make_optimizer(config), example, seed=config.seed)
+    optimizer = training.make_optimizer(config.train, config.train.num_steps)
+    state = training.create_train_state(model, optimizer, example, seed=config.train.seed)
     state, restored = training.restore_or_init(manager, state)
     if not restored:
       raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint could be restored")
@@ -125,8 +127,7 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
                                    "gaps": statistics.compare(sample_stats, test_stats)}
   result["seconds"] = {"sample": t_sample, "total": time.perf_counter() - t0}
   result = progress.to_json(result)
-  with open(f"{stem}.metrics.json", "w") as f:
-    json.dump(result, f, indent=2, allow_nan=False)
+  training.rundir.write_json(f"{stem}.metrics.json", result)
   print(f"wrote {stem}.* ({num_samples} samples at level {level}, {num_samples / t_sample:.0f} samples/s "
         "model only)", file=out, flush=True)
   return result
@@ -170,18 +171,18 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
   t_metrics = time.perf_counter() - t0 - t_sample - t_decode - t_fcd
   floor_path = os.path.join(out_dir, f"gdss_floor_n{num_samples}.json")
   if os.path.exists(floor_path):
-    floor = json.load(open(floor_path))
+    floor = files.read_json(floor_path, "train-vs-test floor metrics")
   else:
-    reference = molecules.load_smiles(config.dataset, "train", num_train=num_samples, seed=config.seed + 7)
+    reference = molecules.load_smiles(config.dataset, "train", num_train=num_samples, seed=config.train.seed + 7)
     floor = chem_metrics.generation_metrics(reference, [], test, compute_fcd=compute_fcd, workers=workers)
     floor = {k: floor[k] for k in ("fcd", "nspdk_mmd", "fcd_num_generated", "fcd_num_test")}
-    trainer.write_json(floor_path, floor)
+    training.rundir.write_json(floor_path, floor)
   result = progress.to_json({
       "protocol": "gdss", "workdir": workdir, "step": step, "seed": seed, **result, "decode_failures": failures,
       "floor_train_vs_test": floor,
       "seconds": {"sample": t_sample, "decode": t_decode, "metrics_without_fcd": t_metrics, "fcd": t_fcd,
                   "end_to_end_without_fcd": t_sample + t_decode + t_metrics}})
-  trainer.write_json(f"{stem}.json", result)
+  training.rundir.write_json(f"{stem}.json", result)
   print(f"GDSS protocol, {num_samples} samples at step {step}: validity w/o correction "
         f"{result['validity_wo_correction']:.3f}, uniqueness {result['uniqueness']:.3f}, novelty "
         f"{result['novelty']:.3f}, FCD {_f(result['fcd'])} (train vs test floor {_f(floor['fcd'])}), NSPDK "

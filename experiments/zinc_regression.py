@@ -3,7 +3,7 @@ r"""Supervised MGN on the ZINC 12k benchmark (paper section 5.6, Table 12): test
   python -m experiments.zinc_regression --target=logp                   # the CPU default: 4 seeds, 35-50 min
   python -m experiments.zinc_regression --target=penalized_logp
   python -m experiments.zinc_regression --target=logp --preset=paper    # section 5.6's settings (a GPU run)
-  python -m experiments.zinc_regression --target=logp --set epochs=40 --set model.latent_dim=64
+  python -m experiments.zinc_regression --target=logp --set train.epochs=40 --set model.latent_dim=64
 
 Data: the benchmarking-gnns / PyG `ZINC(subset=True)` split (10,000 / 1,000 / 1,000), read from the derived benchmark
 CSV (`data.load_zinc12k`). It is not the 12k MGVAE's authors trained on (PROVENANCE.md 3(a): their index files were
@@ -21,17 +21,16 @@ earliest of equal ones): model selection reads validation only. MAEs are in the 
 Writes to --workdir (default runs/zinc_regression_<target>): config.json, seed_<s>/ (checkpoints/, metrics.jsonl,
 eval.jsonl, result.json) and metrics.json (test MAE mean ± std over seeds, per-seed results, the reference numbers).
 Running the same command again resumes each unfinished seed from its latest checkpoint with the same data order and
-randomness, so it ends with the same numbers as an uninterrupted run.
+randomness, so it ends with the same numbers as an uninterrupted run; a finished run returns its metrics.json, and a
+workdir holding another config is refused untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import resource
 import sys
-import time
 from typing import Optional, Sequence, TextIO
 
 from absl import app
@@ -39,7 +38,6 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments import trainer
 from experiments.configs import overrides
@@ -104,70 +102,37 @@ def _as_float(batch: graphs.GraphBatch) -> graphs.GraphBatch:
   return graphs.GraphBatch(nodes=batch.nodes, edges=batch.edges.astype(jnp.float32), mask=batch.mask)
 
 
-# The config fields the steps read: configs equal on these share one set of jitted steps (and so their compilations,
-# e.g. a run continued with more epochs in the same process).
-_STEP_FIELDS = ("model", "head_hidden", "learning_rate", "lr_decay_epochs", "grad_clip", "temperature_start",
-                "temperature_end", "temperature_decay_steps", "cut_weight")
-_STEPS = {}
+def make_steps(config: ZincRegressionConfig, total_steps: int, mesh):
+  """(model, optimizer, train step_fn(state, (batch, graph_mask, y)), jitted eval_step(params, batch)), shared by
+  every seed (one compilation each).
 
-
-def make_optimizer(config: ZincRegressionConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-  """Adam from config.learning_rate (section 5.1: "the initial learning rate of 10^-3"), cosine-decayed to 0 over
-  config.lr_decay_epochs (0: constant, trainer.make_optimizer). The horizon is its own field, not `epochs`, so that a
-  run stopped early and continued follows one schedule; past the horizon the rate is 0 (to train longer, raise both
-  in a fresh workdir)."""
-  if not config.lr_decay_epochs:
-    return trainer.make_optimizer(config)
-  adam = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.lr_decay_epochs * steps_per_epoch))
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip > 0 else adam
-
-
-def make_steps(config: ZincRegressionConfig, steps_per_epoch: int):
-  """(model, optimizer, jitted train_step(state, batch, graph_mask, y), jitted eval_step(params, batch)).
-
-  train_step takes standardised targets y [B]; eval_step returns standardised predictions [B] and the bottom level's
-  overflow count [B] (real nodes that did not fit their cluster's capacity). steps_per_epoch: of the training split,
-  the learning-rate schedule's unit.
+  The train step takes standardised targets y [B] (0 on padding graphs), data-parallel over `mesh`; eval_step returns
+  standardised predictions [B] and the bottom level's overflow count [B] (real nodes that did not fit their
+  cluster's capacity). total_steps: the run's, the cosine schedule's horizon.
   """
-  key = tuple(getattr(config, name) for name in _STEP_FIELDS) + (steps_per_epoch,)
-  if key not in _STEPS:
-    if len(_STEPS) >= 4:
-      _STEPS.clear()
-    _STEPS[key] = _build_steps(config, steps_per_epoch)
-  return _STEPS[key]
-
-
-def _build_steps(config: ZincRegressionConfig, steps_per_epoch: int):
   model = mgn.MGNPredictor(config.model, num_outputs=1, hidden=tuple(config.head_hidden))
-  optimizer = make_optimizer(config, steps_per_epoch)
-  temperature = trainer.temperature_fn(config)
+  optimizer = training.make_optimizer(config.train, total_steps)
+  temperature = trainer.temperature_fn(config.train)
   cut_weights = config.cut_weight
 
-  @jax.jit
-  def train_step(state: training.TrainState, batch: graphs.GraphBatch, graph_mask, y):
-    key = jax.random.fold_in(state.key, state.step)  # a function of the checkpointed state: resume is exact
+  def loss_fn(params, inputs, key, step):
+    batch, graph_mask, y = inputs
     gm = graph_mask.astype(jnp.float32)  # [B]
     count = jnp.maximum(gm.sum(), 1.0)
     mean = lambda x: jnp.where(gm.reshape(gm.shape + (1,) * (x.ndim - 1)) > 0, x, 0.0).sum(0) / count
-
-    def loss_fn(params):
-      pred, out = model.apply({"params": params}, _as_float(batch), train=True, temperature=temperature(state.step),
-                              rngs={"gumbel": key})  # pred [B, 1]
-      terms = mgn.mgn_loss(pred, y[:, None], out, cut_weights)  # [B] each, balanced_cut [B, L - 1]
-      metrics = {"loss": mean(terms["loss"]), "task": mean(terms["task"]), "balanced_cut": mean(terms["balanced_cut"]),
-                 "num_overflow": mean(out.num_overflow.astype(jnp.float32))}
-      return metrics["loss"], metrics
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state, guard = training.guarded_update(state, optimizer, loss, grads)
-    return new_state, dict(metrics, **guard)
+    pred, out = model.apply({"params": params}, _as_float(batch), train=True, temperature=temperature(step),
+                            rngs={"gumbel": key})  # pred [B, 1]
+    terms = mgn.mgn_loss(pred, y[:, None], out, cut_weights)  # [B] each, balanced_cut [B, L - 1]
+    metrics = {"loss": mean(terms["loss"]), "task": mean(terms["task"]), "balanced_cut": mean(terms["balanced_cut"]),
+               "num_overflow": mean(out.num_overflow.astype(jnp.float32))}
+    return metrics["loss"], metrics
 
   @jax.jit
   def eval_step(params, batch: graphs.GraphBatch):
     pred, out = model.apply({"params": params}, _as_float(batch), train=False)
     return pred[:, 0], out.num_overflow[:, 0]
 
-  return model, optimizer, train_step, eval_step
+  return model, optimizer, training.make_train_step(loss_fn, optimizer, mesh), eval_step
 
 
 def predict(eval_step, params, split: Split, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,82 +164,64 @@ def select_best(records: Sequence[dict]) -> dict:
 # --- One seed. -----------------------------------------------------------------------------------------------------
 
 
-def run_seed(config: ZincRegressionConfig, data: dict[str, Split], seed: int, workdir: str, steps,
+def run_seed(config: ZincRegressionConfig, data: dict[str, Split], seed: int, workdir: str, steps, mesh,
              stream: Optional[TextIO] = None) -> dict:
-  """Train one seed (resuming from workdir's checkpoints), evaluate, select on validation; returns its result."""
+  """Train one seed through the shared loop (resuming from workdir's checkpoints), evaluate, select on validation;
+  returns its result."""
   out = stream or sys.stdout
-  os.makedirs(workdir, exist_ok=True)
-  model, optimizer, train_step, eval_step = steps
+  train_cfg = dataclasses.replace(config.train, seed=seed)
+  model, optimizer, step_fn, eval_step = steps
   train = data["train"]
   y_mean, y_std = float(train.targets.mean()), float(train.targets.std())
   if not y_std > 0:
     raise ValueError(f"the training targets are constant ({y_mean}); nothing to regress")
   y_train = (train.targets - y_mean) / y_std  # [M] standardised
   num_train = train.targets.size
-  steps_per_epoch = pipeline.num_batches(num_train, config.batch_size)
-  total_steps = config.epochs * steps_per_epoch
-  example, _ = next(pipeline.batches(train.graphs, config.batch_size, seed=seed, epoch=0))
+  steps_per_epoch = pipeline.num_batches(num_train, train_cfg.batch_size)
+  example, _ = next(pipeline.batches(train.graphs, train_cfg.batch_size, seed=seed, epoch=0))
   state = training.create_train_state(model, optimizer, _as_float(example), seed)
-  manager = training.CheckpointManager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints,
-                                       save_interval_steps=config.checkpoint_every)
-  state, restored = training.restore_or_init(manager, state)
-  start = int(state.step)
-  eval_path = os.path.join(workdir, "eval.jsonl")
-  records = trainer.read_records(eval_path, start)
-  trainer.write_json(eval_path, records, lines=True)
-  print(f"seed {seed}: {'resumed from step ' + str(start) if restored else 'initialised'}; {config.epochs} epochs "
-        f"of {steps_per_epoch} steps (batch {config.batch_size})", file=out, flush=True)
-  progress = training.Progress(total_steps, config.log_every, os.path.join(workdir, "metrics.jsonl"), out)
 
-  def evaluate(epoch: int, step: int) -> dict:
-    record = {"epoch": epoch, "step": step}
+  def batches(epoch: int, start: int):
+    ids = pipeline.batch_indices(num_train, train_cfg.batch_size, seed, epoch)[start:]  # the ids `batches` uses
+    for idx, (batch, graph_mask) in zip(ids, pipeline.batches(train.graphs, train_cfg.batch_size, seed=seed,
+                                                               epoch=epoch, start=start)):
+      yield batch, graph_mask, np.where(graph_mask, y_train[np.maximum(idx, 0)], 0.0).astype(np.float32)
+
+  def evaluate(params, step: int) -> dict:
+    record = {"epoch": step // steps_per_epoch}
     for name in _EVAL_SETS:
-      pred, overflow = predict(eval_step, state.params, data[name], config.eval_batch_size)
-      record[name] = {"mae": mae(pred * y_std + y_mean, data[name].targets),
-                      "num_overflow": float(overflow.mean())}
-    with open(eval_path, "a") as f:
-      f.write(json.dumps(record, allow_nan=False) + "\n")
-    print(f"seed {seed} epoch {epoch}: val MAE {record['val']['mae']:.4f}", file=out, flush=True)
+      pred, overflow = predict(eval_step, params, data[name], config.eval_batch_size)
+      record[name] = {"mae": mae(pred * y_std + y_mean, data[name].targets), "num_overflow": float(overflow.mean())}
+    print(f"seed {seed} epoch {record['epoch']}: val MAE {record['val']['mae']:.4f}", file=out, flush=True)
     return record
 
-  t0 = time.perf_counter()
-  step = start
-  try:
-    while step < total_steps:
-      epoch, index = training.data_position(step, steps_per_epoch)
-      ids = pipeline.batch_indices(num_train, config.batch_size, seed, epoch)[index:]  # the ids `batches` uses
-      for idx, (batch, graph_mask) in zip(ids, pipeline.batches(train.graphs, config.batch_size, seed=seed,
-                                                                 epoch=epoch, start=index)):
-        y = np.where(graph_mask, y_train[np.maximum(idx, 0)], 0.0).astype(np.float32)  # [B], 0 on padding graphs
-        state, metrics = train_step(state, batch, graph_mask, y)
-        step += 1
-        if step % steps_per_epoch == 0:  # an epoch ends: evaluate before the checkpoint that would skip it
-          done = step // steps_per_epoch
-          if done % config.eval_every == 0 or done == config.epochs:
-            records.append(evaluate(done, step))
-        trainer.end_of_step(config, state, step, metrics, progress, manager)
-    manager.save(state, force=True)
-  finally:
-    manager.wait()  # a stop on non-finite losses still leaves every started save committed
-    manager.close()
-  seconds = time.perf_counter() - t0
+  result = training.run(train_cfg, workdir, state, step_fn, batches, steps_per_epoch, mesh=mesh, stream=out,
+                        evaluate=evaluate, evaluate_every=config.eval_every * steps_per_epoch, evaluate_last=True,
+                        describe=f"seed {seed}, {train_cfg.epochs} epochs of {num_train} molecules, batch "
+                                 f"{train_cfg.batch_size}")
+  records, summary = result.records, result.summary
   best = select_best(records)
-  result = {"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"], "val_mae": best["val"]["mae"],
+  per_step = summary["seconds_per_step"]
+  report = {"seed": seed, "best_epoch": best["epoch"], "best_step": best["step"], "val_mae": best["val"]["mae"],
             "test_mae": best["test"]["mae"], "test_num_overflow": best["test"]["num_overflow"],
             "final": records[-1], "target_mean": y_mean, "target_std": y_std,
-            "seconds_per_epoch": seconds * steps_per_epoch / (total_steps - start) if total_steps > start else None,
-            "nonfinite_steps_total": int(state.nonfinite_total)}
-  trainer.write_json(os.path.join(workdir, "result.json"), result)
-  return result
+            "seconds_per_epoch": per_step * steps_per_epoch if per_step else None,
+            "nonfinite_steps_total": summary["nonfinite_steps_total"]}
+  training.rundir.write_json(os.path.join(workdir, "result.json"), report)
+  return report
 
 
 # --- The job. ------------------------------------------------------------------------------------------------------
 
 
 def train_and_evaluate(config: ZincRegressionConfig, workdir: str, stream: Optional[TextIO] = None) -> dict:
-  """Every seed, then metrics.json: test / validation MAE (mean ± std over seeds), per-seed results, references."""
-  os.makedirs(workdir, exist_ok=True)
-  trainer.write_config(config, workdir)
+  """Every seed, then metrics.json: test / validation MAE (mean ± std over seeds), per-seed results, references.
+  A workdir holding a finished run of this config returns its metrics.json unchanged."""
+  mesh = training.sharding.data_mesh()
+  training.sharding.check_batch_size(config.train.batch_size, mesh)
+  finished = trainer.claim_workdir(config, workdir, stream)
+  if finished is not None:
+    return finished
   out = stream or sys.stdout
   data = load_data(config)
   sizes = {s: int(data[s].targets.size) for s in SPLITS}
@@ -284,11 +231,13 @@ def train_and_evaluate(config: ZincRegressionConfig, workdir: str, stream: Optio
   print(f"ZINC 12k benchmark split {sizes['train']} / {sizes['val']} / {sizes['test']}; target {config.target} "
         f"({config.column}, {config.units}); train mean {train_y.mean():.3f}, std {train_y.std():.3f}; levels "
         f"{config.model.num_clusters}; test MAE of the training mean {constant_mae:.4f}", file=out, flush=True)
-  steps = make_steps(config, pipeline.num_batches(sizes["train"], config.batch_size))
-  results = [run_seed(config, data, s, os.path.join(workdir, f"seed_{s}"), steps, stream) for s in config.seeds]
+  total_steps = config.train.total_steps(pipeline.num_batches(sizes["train"], config.train.batch_size))
+  steps = make_steps(config, total_steps, mesh)
+  results = [run_seed(config, data, s, os.path.join(workdir, f"seed_{s}"), steps, mesh, stream)
+             for s in config.seeds]
   report = {
       "target": config.target, "column": config.column, "units": config.units, "preset": config.preset,
-      "split_sizes": sizes, "epochs": config.epochs,
+      "split_sizes": sizes, "epochs": config.train.epochs,
       "test_mae": trainer.mean_std([r["test_mae"] for r in results]),
       "val_mae": trainer.mean_std([r["val_mae"] for r in results]),
       "best_epoch": [r["best_epoch"] for r in results],
@@ -299,7 +248,7 @@ def train_and_evaluate(config: ZincRegressionConfig, workdir: str, stream: Optio
       "references": REFERENCES[config.target],
       "seeds": results,
   }
-  trainer.write_json(os.path.join(workdir, "metrics.json"), report)
+  training.rundir.write_json(os.path.join(workdir, "metrics.json"), report)  # last: it marks the run finished
   print(format_table(report), file=out, flush=True)
   return report
 
@@ -322,7 +271,8 @@ def main(argv: Sequence[str]) -> None:
   f = flags.FLAGS
   config = trainer.config_from_main(
       argv, lambda: overrides.apply(zinc_config.get_config(f.target, f.preset), f.set))
-  train_and_evaluate(config, f.workdir or os.path.join("runs", f"zinc_regression_{config.target}"))
+  trainer.run_job(train_and_evaluate, config,
+                  f.workdir or trainer.default_workdir("zinc_regression", config.target, preset=config.preset))
 
 
 def define_flags() -> None:
@@ -331,8 +281,9 @@ def define_flags() -> None:
                     "logp: RDKit Crippen logP; penalized_logp: the benchmark's normalised penalized logP (estimate).")
   flags.DEFINE_enum("preset", "cpu", zinc_config.PRESETS,
                     "cpu: 35-50 min for 4 seeds on 2 cores; paper: section 5.6's settings; test: seconds.")
-  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/zinc_regression_<target>.")
-  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. epochs=40 (repeatable).")
+  flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/zinc_regression_<target>, plus "
+                      "_<preset> unless cpu.")
+  flags.DEFINE_multi_string("set", [], "Config override path=value, e.g. train.epochs=40 (repeatable).")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Equivariant decoders from node latents to edge logits (Definition 3.4's local/global decoders; section 4).
+"""Decoders from node latents to edge logits (Definition 3.4's local/global decoders; section 4).
 
 Per-graph functions act on z [N, d] with mask [N]; modules take [B, N, d] and return logits (pre-sigmoid /
-pre-softmax), exactly 0 off the real pairs. Both decoders are S_n-equivariant: permuting the latents permutes the
-reconstructed adjacency.
+pre-softmax), exactly 0 off the real pairs. SecondOrderDecoder and DotProductDecoder are S_n-equivariant: permuting
+the latents permutes the reconstructed adjacency. GraphDecoder is MGVAE's finest-level decoder (edges, edge types and
+node types), equivariant except for its "mlp" kind (Table 1's baseline).
 """
 
 from __future__ import annotations
@@ -122,3 +123,46 @@ class SecondOrderDecoder(nn.Module):
     for _ in range(self.layers):
       h = self.activation(equivariant.EquivariantLinear2to2(self.features)(h, mask))
     return equivariant.EquivariantLinear2to2(self.out_channels, use_diag_bias=self.diagonal)(h, mask)
+
+
+class GraphDecoder(nn.Module):
+  """The finest level's decoder: latents [B, N, d] -> dict(edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]) logits.
+
+  second_order: outer-product features -> 2->2 layers -> a 2->2 pair head and a 2->1 node head (equivariant).
+  mlp: Table 1's baseline, the flattened latents through two sigmoid layers of 512 (not equivariant).
+  dot: z_i . z_j edges; edge types from a Dense on z_i * z_j, node types from a Dense on z_i.
+  """
+  kind: str
+  num_nodes: int
+  node_classes: int
+  edge_classes: int
+  features: int = 32
+  layers: int = 3
+  mlp_hidden: tuple[int, ...] = (512, 512)
+  pair_input: str = "product"
+
+  @nn.compact
+  def __call__(self, z: Array, mask: Array) -> dict[str, Array]:
+    b, n, _ = z.shape
+    t, e = self.node_classes, self.edge_classes
+    pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
+    if self.kind == "second_order":
+      # General 2->2 layers on (symmetric, antisymmetric) parts; the pair head needs only the symmetric part.
+      hs, ha = second_order_stack(z, mask, self.features, self.layers, nn.relu, self.pair_input)  # 2 x [B, N, N, F]
+      pairs = equivariant.EquivariantLinear2to2Parts(1 + e, use_diag_bias=False, symmetric_output=True,
+                                                     name="pair_head")(hs, ha, mask)
+      node = equivariant.EquivariantLinear2to1Parts(t, name="node_head")(hs, ha, mask)  # [B, N, T]
+    elif self.kind == "mlp":
+      if n != self.num_nodes:
+        raise ValueError(f"the MLP decoder is built for {self.num_nodes} nodes, got {n}")
+      h = (z * mask[..., None]).reshape(b, -1)
+      for width in self.mlp_hidden:
+        h = nn.sigmoid(nn.Dense(width)(h))
+      pairs = nn.Dense(n * n * (1 + e), name="pair_head")(h).reshape(b, n, n, 1 + e)
+      node = nn.Dense(n * t, name="node_head")(h).reshape(b, n, t)
+    else:
+      prod = pair_products(z, mask)  # [B, N, N, d]
+      pairs = jnp.concatenate([prod.sum(-1, keepdims=True), nn.Dense(e, name="pair_head")(prod)], -1)
+      node = nn.Dense(t, name="node_head")(z)
+    pairs = 0.5 * (pairs + jnp.swapaxes(pairs, 1, 2)) * pm[..., None]  # undirected
+    return {"edge": pairs[..., 0], "edge_type": pairs[..., 1:], "node": node * mask[..., None]}

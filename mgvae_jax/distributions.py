@@ -6,6 +6,9 @@ One graph's latent at a level is d independent Gaussians over its N node slots, 
   diagonal    sigma [N, d]                   Sigma_c = diag(sigma_c^2)            (eq. 5)
   full (MRF)  factor L [N, N, d]             Sigma_c = L_c L_c^T + eps I          (section 4.3)
 
+The learnable prior of section 4.4 over a level's slots is the LearnablePrior module; prior_kl matches it to a
+posterior's nodes.
+
 Masking: only real nodes are random variables. Every function treats padded slots as absent: their covariance rows
 are replaced by the identity and their means by 0 on both sides, and every sum (trace, log-determinant, Mahalanobis,
 dimension) runs over real nodes only, so padded nodes contribute exactly 0. KLs use Cholesky factors and triangular
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,3 +176,21 @@ def prior_kl(mu_q: Array, cov_q: Array, mu_prior: Optional[Array], factor_prior:
     raise ValueError(f"matching must be 'free' or 'none' inside the loss, got {matching!r}")
   mu_p, f_p, s_p = matched_prior(mu_prior, factor_prior, scale_prior, match)
   return gaussian_kl(mu_q, cov_q, mu_p, factor_covariance(f_p, mask, eps, s_p), mask)
+
+
+class LearnablePrior(nn.Module):
+  """N(mu_hat, L_hat L_hat^T + diag(s_hat^2) + eps I) over `slots` node slots and `latent_dim` channels.
+
+  The means start spread (standard normal) so free matching starts near one-to-one; s_hat starts at 1, so the prior
+  starts close to N(mu_hat, I). See prior_kl for why the diagonal part is there.
+  """
+  slots: int
+  latent_dim: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array, Array]:
+    mu = self.param("mean", nn.initializers.normal(1.0), (self.slots, self.latent_dim))
+    factor = self.param("factor", nn.initializers.normal(0.1 / np.sqrt(self.slots)),
+                        (self.slots, self.slots, self.latent_dim))
+    raw = self.param("scale", nn.initializers.constant(np.log(np.expm1(1.0))), (self.slots, self.latent_dim))
+    return mu, factor, jax.nn.softplus(raw)

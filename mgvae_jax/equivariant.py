@@ -347,7 +347,8 @@ def linear_2to2_activation_parts(fn: Callable[[Array], Array], s: Array, a: Arra
     y^T_ij = G_s - G_a + q_i + p_j + delta_ij on_diag_i + const
   (G_s = s (W_0 + W_1), G_a = a (W_0 - W_1)), so no half-sums and differences of p and q are formed per pair. The
   [N, D] terms are materialised first: fused into the [N, N, D] loop, XLA's CPU backend recomputes their sums for
-  every pair, and that loop, not the GEMMs, was the decoder's cost (measured: README, benchmarks, issue #6).
+  every pair, and that loop, not the GEMMs, then dominates the decoder's time (measured: README, Benchmarks, "The
+  main job's throughput").
   """
   c = s.shape[-1]
   s, a, reductions = _reductions_parts(s, a, mask, normalize, u)

@@ -19,7 +19,7 @@ mask marks only padding beyond that (e.g. empty graphs filling the last batch), 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import flax.struct
@@ -30,7 +30,6 @@ import numpy as np
 from mgvae_jax import autoregressive
 from mgvae_jax import decoders
 from mgvae_jax import distributions
-from mgvae_jax import equivariant
 from mgvae_jax import graphs
 from mgvae_jax import mgn as mgn_lib
 
@@ -135,68 +134,6 @@ class MGVAEOutput:
   hierarchy: mgn_lib.MGNOutput
 
 
-class LearnablePrior(nn.Module):
-  """N(mu_hat, L_hat L_hat^T + diag(s_hat^2) + eps I) over `slots` node slots and `latent_dim` channels.
-
-  The means start spread (standard normal) so free matching starts near one-to-one; s_hat starts at 1, so the prior
-  starts close to N(mu_hat, I). See distributions.prior_kl for why the diagonal part is there.
-  """
-  slots: int
-  latent_dim: int
-
-  @nn.compact
-  def __call__(self) -> tuple[Array, Array, Array]:
-    mu = self.param("mean", nn.initializers.normal(1.0), (self.slots, self.latent_dim))
-    factor = self.param("factor", nn.initializers.normal(0.1 / np.sqrt(self.slots)),
-                        (self.slots, self.slots, self.latent_dim))
-    raw = self.param("scale", nn.initializers.constant(np.log(np.expm1(1.0))), (self.slots, self.latent_dim))
-    return mu, factor, jax.nn.softplus(raw)
-
-
-class GraphDecoder(nn.Module):
-  """The finest level's decoder: latents [B, N, d] -> dict(edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]) logits.
-
-  second_order: outer-product features -> 2->2 layers -> a 2->2 pair head and a 2->1 node head (equivariant).
-  mlp: Table 1's baseline, the flattened latents through two sigmoid layers of 512 (not equivariant).
-  dot: z_i . z_j edges; edge types from a Dense on z_i * z_j, node types from a Dense on z_i.
-  """
-  kind: str
-  num_nodes: int
-  node_classes: int
-  edge_classes: int
-  features: int = 32
-  layers: int = 3
-  mlp_hidden: tuple[int, ...] = (512, 512)
-  pair_input: str = "product"
-
-  @nn.compact
-  def __call__(self, z: Array, mask: Array) -> dict[str, Array]:
-    b, n, _ = z.shape
-    t, e = self.node_classes, self.edge_classes
-    pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
-    if self.kind == "second_order":
-      # General 2->2 layers on (symmetric, antisymmetric) parts; the pair head needs only the symmetric part.
-      hs, ha = decoders.second_order_stack(z, mask, self.features, self.layers, nn.relu,
-                                           self.pair_input)  # 2 x [B, N, N, F]
-      pairs = equivariant.EquivariantLinear2to2Parts(1 + e, use_diag_bias=False, symmetric_output=True,
-                                                     name="pair_head")(hs, ha, mask)
-      node = equivariant.EquivariantLinear2to1Parts(t, name="node_head")(hs, ha, mask)  # [B, N, T]
-    elif self.kind == "mlp":
-      if n != self.num_nodes:
-        raise ValueError(f"the MLP decoder is built for {self.num_nodes} nodes, got {n}")
-      h = (z * mask[..., None]).reshape(b, -1)
-      for width in self.mlp_hidden:
-        h = nn.sigmoid(nn.Dense(width)(h))
-      pairs = nn.Dense(n * n * (1 + e), name="pair_head")(h).reshape(b, n, n, 1 + e)
-      node = nn.Dense(n * t, name="node_head")(h).reshape(b, n, t)
-    else:
-      prod = decoders.pair_products(z, mask)  # [B, N, N, d]
-      pairs = jnp.concatenate([prod.sum(-1, keepdims=True), nn.Dense(e, name="pair_head")(prod)], -1)
-      node = nn.Dense(t, name="node_head")(z)
-    pairs = 0.5 * (pairs + jnp.swapaxes(pairs, 1, 2)) * pm[..., None]  # undirected
-    return {"edge": pairs[..., 0], "edge_type": pairs[..., 1:], "node": node * mask[..., None]}
-
-
 def edge_pos_weight(batches: Sequence[graphs.GraphBatch] | graphs.GraphBatch) -> float:
   """The positive-class weight for edge BCE from data: non-edges / edges over real off-diagonal pairs."""
   if isinstance(batches, graphs.GraphBatch):
@@ -242,15 +179,16 @@ class MGVAE(nn.Module):
     cfg = self.config
     self.mgn = mgn_lib.MGN(dataclasses.replace(cfg.mgn, pool_top=False))  # the pooled top node is not a latent level
     sizes = cfg.level_sizes()
-    self.priors = ([LearnablePrior(n, cfg.mgn.latent_dim, name=f"prior_{i}") for i, n in enumerate(sizes)]
-                   if cfg.prior == "learnable" else [])
+    self.priors = ([distributions.LearnablePrior(n, cfg.mgn.latent_dim, name=f"prior_{i}")
+                    for i, n in enumerate(sizes)] if cfg.prior == "learnable" else [])
     if cfg.decoder == "autoregressive":
       self.graph_decoder = autoregressive.AutoregressiveDecoder(
           cfg.node_classes, cfg.edge_classes, cfg.ar_valences, cfg.node_classes - 1, cfg.autoregressive_steps,
           cfg.decoder_features)
     else:
-      self.graph_decoder = GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
-                                        cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden, cfg.decoder_pairs)
+      self.graph_decoder = decoders.GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
+                                                 cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden,
+                                                 cfg.decoder_pairs)
     self.coarse_decoders = ([decoders.SecondOrderDecoder(cfg.decoder_features, cfg.decoder_layers, 1, diagonal=True,
                                                          name=f"coarse_decoder_{i}")
                              for i in range(1, len(sizes))] if cfg.coarse_decoders else [])
@@ -419,6 +357,50 @@ def decode_in_chunks(decode, z: Array, key: Array | None, chunk: int = DECODE_CH
   keys = None if key is None else jax.random.split(key, n)  # None is an empty pytree: lax.map passes it through
   out = jax.lax.map(lambda args: decode(*args), (zs, keys))
   return jax.tree_util.tree_map(lambda x: x.reshape((n * chunk,) + x.shape[2:])[:b], out)
+
+
+def masked_metrics(out: MGVAEOutput, graph_mask: Array) -> dict[str, Array]:
+  """Means over real graphs (graph_mask [B]): [] for per-graph terms, [levels] for per-level ones."""
+  gm = graph_mask.astype(jnp.float32)  # [B]
+  count = jnp.maximum(gm.sum(), 1.0)
+
+  def mean(x):  # [B] or [B, levels]; where, not *, so a NaN in a padding graph cannot leak in
+    m = gm.reshape(gm.shape + (1,) * (x.ndim - 1))
+    return jnp.where(m > 0, x, 0.0).sum(0) / count
+
+  return {"loss": mean(out.loss), "edge": mean(out.edge), "edge_type": mean(out.edge_type), "node": mean(out.node),
+          "reconstruction": mean(out.reconstruction), "kl": mean(out.kl), "balanced_cut": mean(out.balanced_cut)}
+
+
+def make_loss_fn(model: MGVAE, edge_pos_weight: float, temperature: Optional[Callable[[Array], Array]] = None):
+  """The training objective for `training.make_train_step`: `loss_fn(params, (batch, graph_mask [B]), key, step)
+  -> (mean loss over real graphs, masked_metrics)`. `temperature(step)`: the learned clustering's Gumbel temperature
+  (default 1); `key` feeds the gumbel and latent rng streams."""
+
+  def loss_fn(params, inputs, key, step):
+    batch, graph_mask = inputs
+    k_gumbel, k_latent = jax.random.split(key)
+    out = model.apply({"params": params}, batch, train=True, edge_pos_weight=edge_pos_weight,
+                      temperature=1.0 if temperature is None else temperature(step),
+                      rngs={"gumbel": k_gumbel, "latent": k_latent})
+    count = jnp.maximum(graph_mask.sum(), 1).astype(jnp.float32)
+    return jnp.where(graph_mask, out.loss, 0.0).sum() / count, masked_metrics(out, graph_mask)
+
+  return loss_fn
+
+
+def make_eval_step(model: MGVAE, edge_pos_weight: float) -> Callable[[Any, graphs.GraphBatch, Array], dict]:
+  """A jitted `eval_fn(params, batch, graph_mask [B]) -> metrics` with train=False (posterior means, no sampling)."""
+
+  @jax.jit
+  def eval_fn(params, batch: graphs.GraphBatch, graph_mask: Array):
+    out = model.apply({"params": params}, batch, train=False, edge_pos_weight=edge_pos_weight)
+    metrics = masked_metrics(out, graph_mask)
+    metrics["finite"] = jnp.isfinite(metrics["loss"])
+    metrics["num_graphs"] = graph_mask.sum().astype(jnp.int32)  # to weight means across batches
+    return metrics
+
+  return eval_fn
 
 
 def check_finite(output: MGVAEOutput) -> None:

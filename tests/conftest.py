@@ -1,8 +1,14 @@
 """Shared test settings: CPU, float32, deterministic hypothesis runs sized for a 2-core CI."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole run, shared by the xdist workers and by the subprocesses tests
+# start (they inherit the environment): tests build the same tiny models again and again, and on CPU compiling them
+# costs more than running them. The key covers the HLO, the jax version and the backend, so a stale entry is never hit.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "mgvae_jax_test_xla_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 import hypothesis  # pylint: disable=g-import-not-at-top
 

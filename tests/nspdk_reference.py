@@ -1,4 +1,4 @@
-"""The pure-Python NSPDK vectorizer that mgvae_jax.chem.nspdk replaced, kept verbatim as a slow reference.
+"""A pure-Python NSPDK vectorizer: the slow, step-by-step reference for the vectorised mgvae_jax.chem.nspdk.
 
 It follows EDeN's discrete Vectorizer step by step (Python BFS, sorted shell hashes, one Counter per (R, D) block), so
 tests can check that the vectorised module still computes the same kernel: with 2**30 buckets, where collisions

@@ -18,11 +18,15 @@ import pathlib
 import shutil
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from mgvae_jax import graphs
+from mgvae_jax.data import checksums
+from mgvae_jax.data import files
+from mgvae_jax.data import graph_datasets
 from mgvae_jax.data import molecules
 from mgvae_jax.data import pipeline
 from mgvae_jax.data import registry
@@ -177,10 +181,10 @@ def test_fetch_rejects_empty_wrong_size_and_wrong_hash(tmp_path):
     path.write_bytes(b"01234")
     with pytest.raises(registry.ChecksumError, match="has 5 bytes, expected 10"):
       registry.fetch("test/blob.bin", data_dir=root)
-    path.write_bytes(b"9876543210")  # right size, wrong content: only verify=True can tell
-    assert registry.fetch("test/blob.bin", data_dir=root) == path
-    with pytest.raises(registry.ChecksumError, match="sha256"):
-      registry.fetch("test/blob.bin", data_dir=root, verify=True)
+    path.write_bytes(b"9876543210")  # right size, wrong content: the sha256 tells
+    with pytest.raises(registry.ChecksumError, match="sha256") as err:
+      registry.fetch("test/blob.bin", data_dir=root)
+    assert str(path) in str(err.value) and hashlib.sha256(b"9876543210").hexdigest() in str(err.value)
 
 
 def test_fetch_missing_without_download(tmp_path):
@@ -238,6 +242,62 @@ def test_data_dir_resolution(monkeypatch, tmp_path):
 def test_staged_copy_matches_registry(name):
   path = _staged(name)
   registry.check_file(name, path, verify=True)
+
+
+def test_same_size_edit_of_a_staged_file_fails_its_checksum(tmp_path, monkeypatch):
+  name = "ego_small/derived/ego_small_edgelists.json"
+  payload = _staged(name).read_bytes()
+  at = payload.index(b"1")
+  copy = tmp_path / name
+  copy.parent.mkdir(parents=True)
+  copy.write_bytes(payload[:at] + b"2" + payload[at + 1:])  # still valid JSON, same size
+  monkeypatch.setenv(registry.ENV_VAR, str(tmp_path))
+  with pytest.raises(registry.ChecksumError, match="sha256") as err:
+    graph_datasets.load_graphs("ego_small", download=False)
+  for part in (str(copy), registry.get(name).sha256, registry.sha256_file(copy), "delete it"):
+    assert part in str(err.value)
+
+
+def test_sha256_verdict_is_cached_per_file_version(tmp_path, monkeypatch):
+  calls = []
+  hash_file = checksums.sha256_file
+  monkeypatch.setattr(checksums, "sha256_file", lambda p: calls.append(p) or hash_file(p))
+  monkeypatch.setattr(checksums, "_SETTLE_NS", 0)  # the files here are seconds old, not settled
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  root, user = tmp_path / "data", tmp_path / "xdg" / "mgvae_jax"
+  path = root / "test" / "blob.bin"
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b"0123456789")
+  old = time.time_ns() - 10**10
+  os.utime(path, ns=(old, old))
+  fetch = functools.partial(registry.fetch, "test/blob.bin", data_dir=root)
+  with registry.temporary_entry(_entry("test/blob.bin", b"0123456789", _closed_port_url("blob.bin"))):
+    fetch(), fetch(), fetch()
+    assert len(calls) == 1 and (root / checksums.CACHE_NAME).is_file()
+    fetch(verify=True)  # verify hashes regardless of the cache
+    assert len(calls) == 2
+    path.write_bytes(b"9876543210")  # same size, new mtime: hashed again, and rejected
+    with pytest.raises(registry.ChecksumError, match=hashlib.sha256(b"9876543210").hexdigest()):
+      fetch()
+    path.write_bytes(b"0123456789")
+    os.utime(path, ns=(old, old))
+    (root / checksums.CACHE_NAME).unlink()
+    root.chmod(0o555)  # a read-only data dir: the verdict goes to the user cache dir
+    try:
+      calls.clear()
+      fetch(), fetch()
+      assert len(calls) == 1 and (user / checksums.CACHE_NAME).is_file()
+      assert not (root / checksums.CACHE_NAME).exists()
+      (user / checksums.CACHE_NAME).unlink()
+      user.chmod(0o555)  # no writable cache anywhere: hashed each time, never an error
+      fetch(), fetch()
+      assert len(calls) == 3
+    finally:
+      root.chmod(0o755)
+      user.chmod(0o755)
+    (root / checksums.CACHE_NAME).write_text("{not json")  # a corrupt cache is ignored, then rewritten
+    fetch(), fetch()
+    assert len(calls) == 4
 
 
 @needs_data
@@ -430,6 +490,24 @@ def test_bad_json_split_files(stage, tmp_path):
   stage("qm9/qm9_moleculenet_smiles.csv", b"SMILES_column\nC\n")
   with pytest.raises(registry.DataFormatError, match="missing \\['smiles'\\]"):
     molecules.load_smiles("qm9", "all", data_dir=tmp_path)
+
+
+def test_undecodable_bytes_and_directories_are_named(stage, tmp_path):
+  bad = stage("qm9/qm9_moleculenet_smiles.csv", b"smiles\nC\nC\xff\n")
+  with pytest.raises(registry.DataFormatError, match=r"not utf-8 text: the byte 0xff at byte offset 10 \(line 3\)"
+                     ) as err:
+    molecules.load_smiles("qm9", "all", data_dir=tmp_path)
+  assert str(bad) in str(err.value)
+  stage(registry.ZINC250K_SMI, gzip.compress(b"C\n\xc3("))
+  with pytest.raises(registry.DataFormatError, match=r"byte offset 2 of the decompressed text \(line 2\)"):
+    molecules.load_smiles("zinc", "all", data_dir=tmp_path)
+  (tmp_path / "zinc250k" / "valid_idx_zinc250k.json").mkdir()
+  with pytest.raises(IsADirectoryError, match="valid_idx_zinc250k.json is a directory, expected a file of"):
+    registry.fetch("zinc250k/valid_idx_zinc250k.json", data_dir=tmp_path)
+  with pytest.raises(IsADirectoryError, match="zinc250k is a directory, expected a file of JSON"):
+    files.read_json(tmp_path / "zinc250k", "JSON")
+  with pytest.raises(FileNotFoundError, match="nope.json does not exist; expected a file of JSON"):
+    files.read_json(tmp_path / "nope.json", "JSON")
 
 
 def test_missing_and_empty_files(tmp_path):

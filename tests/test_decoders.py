@@ -7,7 +7,6 @@ import pytest
 
 from mgvae_jax import decoders
 from mgvae_jax import testing
-from mgvae_jax import vae
 
 
 def _latents(seed, sizes=(5, 3, 6), pad=6, d=4):
@@ -48,7 +47,7 @@ def test_symmetric_decoder_equals_symmetrised_general_decoder():
 
 def test_graph_decoder_heads_follow_the_node_permutation():
   z, mask = _latents(4, sizes=(6, 4), pad=6)
-  dec = vae.GraphDecoder("second_order", num_nodes=6, node_classes=3, edge_classes=2, features=8, layers=2)
+  dec = decoders.GraphDecoder("second_order", num_nodes=6, node_classes=3, edge_classes=2, features=8, layers=2)
   params = dec.init(jax.random.PRNGKey(0), z, mask)
   fn = jax.jit(lambda z, m: dec.apply(params, z, m))
   out = fn(z, mask)

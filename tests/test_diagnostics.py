@@ -121,13 +121,13 @@ def test_aggregate_prior_fits_samples_saves_and_loads(tmp_path):
 def test_a_short_qm9_run_learns_bonds(tmp_path):
   """A learning test, not a timing: held-out bond AUC after 150 steps beats the untrained model's."""
   config = overrides.apply(molgen_config.get_config("qm9", "test"), [
-      "num_train=2000", "batch_size=32", "num_steps=150", "quality_every=150", "quality_molecules=64",
-      "quality_samples=32", "evaluate=False", "log_every=50", "checkpoint_every=150", "num_reconstruct=64",
+      "num_train=2000", "train.batch_size=32", "train.num_steps=150", "quality_every=150", "quality_molecules=64",
+      "quality_samples=32", "evaluate=False", "train.log_every=50", "train.checkpoint_every=150", "num_reconstruct=64",
       "model.kl_weight=0.001"])
   workdir = str(tmp_path / "run")
   molgen.train_and_evaluate(config, workdir)
   from experiments import plots  # pylint: disable=g-import-not-at-top
-  records = [r for r in plots.read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r.get("phase") == "quality"]
+  records = plots.read_jsonl(os.path.join(workdir, "eval.jsonl"))
   assert [r["step"] for r in records] == [0, 150]
   for r in records:  # the diagnostics of an untrained and a trained model are in range
     for key in ("exact", "exact_corrected", "bond_auc", "validity_wo_correction", "uniqueness"):

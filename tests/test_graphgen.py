@@ -10,12 +10,28 @@ import numpy as np
 import pytest
 
 from experiments import graphgen
+from experiments import trainer
 from experiments.configs import graphgen as graphgen_config
 from experiments.configs import overrides
+from mgvae_jax import training
 from mgvae_jax.data import graph_datasets
 from mgvae_jax.data import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _snapshot(workdir) -> dict:
+  """Every file and folder under `workdir`: (mtime_ns, contents; None for a folder), by relative path."""
+  out = {}
+  for root, dirs, files in os.walk(workdir):
+    for name in dirs + files:
+      path = os.path.join(root, name)
+      contents = None
+      if name in files:
+        with open(path, "rb") as f:
+          contents = f.read()
+      out[os.path.relpath(path, workdir)] = (os.stat(path).st_mtime_ns, contents)
+  return out
 
 
 @pytest.mark.parametrize("dataset,count,test_count", [("community_small", 100, 20), ("ego_small", 200, 40)])
@@ -83,8 +99,8 @@ def test_presets_and_overrides():
     assert graphgen_config.get_config(dataset, "paper").model.prior == (
         "learnable" if dataset == "ego_small" else "standard")
     assert graphgen_config.get_config(dataset, "paper").model.decoder == "mlp"
-  config = overrides.apply(graphgen_config.get_config("ego_small", "cpu"), ["num_steps=7", "eval_seeds=5"])
-  assert config.num_steps == 7 and config.eval_seeds == 5
+  config = overrides.apply(graphgen_config.get_config("ego_small", "cpu"), ["train.num_steps=7", "eval_seeds=5"])
+  assert config.train.num_steps == 7 and config.eval_seeds == 5
   with pytest.raises(ValueError, match="protocols"):
     overrides.apply(config, ["protocols=('gdss','nope')"])
 
@@ -102,15 +118,26 @@ def test_end_to_end_tiny_run_writes_metrics_and_picture(tmp_path):
   samples = json.loads((tmp_path / "samples.json").read_text())
   assert len(samples) == 40
   assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 40
-  # A finished run only re-evaluates; more steps resume training from the checkpoint.
-  again = graphgen.train_and_evaluate(graphgen_config.GraphgenConfig(**{**config.__dict__, "num_steps": 8}),
-                                      str(tmp_path))
-  assert again["training"]["resumed_from"] == 6
+  # A rerun of the finished run returns its report and touches nothing.
+  before = _snapshot(tmp_path)
+  assert graphgen.train_and_evaluate(config, str(tmp_path)) == json.loads((tmp_path / "metrics.json").read_text())
+  assert _snapshot(tmp_path) == before
+
+
+def test_rerun_with_another_config_is_refused_and_changes_nothing(tmp_path):
+  config = graphgen_config.get_config("ego_small", "test")
+  assert trainer.claim_workdir(config, str(tmp_path)) is None
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # a run under way
+  before = _snapshot(tmp_path)
+  other = overrides.apply(config, ["train.num_steps=7"])
+  with pytest.raises(training.ConfigMismatchError, match=r"train\.num_steps: 6 in the run, 7 now"):
+    graphgen.train_and_evaluate(other, str(tmp_path))
+  assert _snapshot(tmp_path) == before
 
 
 def test_bad_flags_exit_with_a_message():
   for args, message in ((["--dataset=grid"], "dataset"), (["--set", "model.mgn.num_clusters=(40,2)"], "clusters"),
-                        (["--set", "batch_size=0"], "batch_size")):
+                        (["--set", "train.batch_size=0"], "train.batch_size")):
     run = subprocess.run([sys.executable, "-m", "experiments.graphgen", "--preset=test", *args], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0

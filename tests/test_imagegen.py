@@ -16,6 +16,7 @@ from experiments.configs import overrides
 from mgvae_jax import fixed_clustering
 from mgvae_jax import image_graphs
 from mgvae_jax import image_mgvae
+from mgvae_jax import training
 from mgvae_jax.data import mnist
 from mgvae_jax.data import registry
 from mgvae_jax.evaluation import image_fid
@@ -132,6 +133,8 @@ def test_config_rejects_bad_values():
     image_mgvae.ImageMGVAEConfig(image_size=32, levels=5)
   with pytest.raises(ValueError, match="model_name"):
     overrides.apply(imagegen_config.get_config("mnist", "test"), ["model_name=gan"])
+  with pytest.raises(ValueError, match="train.batch_size must be >= 1"):
+    overrides.apply(imagegen_config.get_config("mnist", "test"), ["train.batch_size=0"])
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -222,14 +225,13 @@ def test_load_mnist_test_split():
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(registry.data_dir(), "mnist", "train-images-idx3-ubyte.gz")),
                     reason="MNIST is not in the data dir")
-def test_imagegen_end_to_end_writes_metrics_and_pictures_and_resumes(tmp_path):
+def test_imagegen_end_to_end_writes_metrics_and_pictures(tmp_path):
   lenet = str(tmp_path / "lenet" / "lenet.msgpack")
   base = overrides.apply(imagegen_config.get_config("mnist", "test"), [f"fid_classifier={lenet}"])
   workdir = str(tmp_path / "run")
-  first = imagegen.train_and_evaluate(overrides.apply(base, ["num_steps=2", "evaluate=False"]), workdir)
-  assert first["train"]["resumed_from"] is None and "fid_lenet" not in first
   report = imagegen.train_and_evaluate(base, workdir)
-  assert report["train"]["resumed_from"] == 2
+  assert report["train"]["steps"] == base.train.num_steps and report["train"]["resumed_from"] is None
+  assert report["train"]["examples_per_second"] > 0
   for s in ("32", "16", "8"):
     assert report["fid_lenet"][s] >= 0 and report["fid_lenet_floor_train_vs_test"][s] >= 0
     assert os.path.getsize(os.path.join(workdir, f"samples_{s}.png")) > 0
@@ -237,7 +239,15 @@ def test_imagegen_end_to_end_writes_metrics_and_pictures_and_resumes(tmp_path):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   assert json.load(open(os.path.join(workdir, "metrics.json")))["fid_lenet"] == report["fid_lenet"]
   assert os.path.exists(lenet) and os.path.exists(lenet + ".json")
-  # The baseline reuses the saved classifier and is scored at the same resolutions.
-  vae = imagegen.train_and_evaluate(overrides.apply(base, ["model_name=vae"]), str(tmp_path / "vae"))
+  # A rerun of the finished run returns its report; another config in its workdir is refused.
+  assert imagegen.train_and_evaluate(base, workdir) == report
+  with pytest.raises(training.ConfigMismatchError, match="train.num_steps"):
+    imagegen.train_and_evaluate(overrides.apply(base, ["train.num_steps=6"]), workdir)
+  # The baseline, without evaluation, then evaluated in a workdir of its own: it reuses the saved classifier and is
+  # scored at the same resolutions.
+  vae_base = overrides.apply(base, ["model_name=vae"])
+  plain = imagegen.train_and_evaluate(overrides.apply(vae_base, ["evaluate=False"]), str(tmp_path / "vae_plain"))
+  assert "fid_lenet" not in plain and plain["train"]["steps"] == base.train.num_steps
+  vae = imagegen.train_and_evaluate(vae_base, str(tmp_path / "vae"))
   assert set(vae["fid_lenet"]) == {"32", "16", "8"}
   assert vae["fid_classifier"]["epochs"] == report["fid_classifier"]["epochs"]

@@ -177,25 +177,30 @@ def test_config_rejects_bad_values():
     overrides.apply(cfg, ["clustering=learned"])
   with pytest.raises(ValueError, match="seeds"):
     overrides.apply(cfg, ["seeds=(1, 1)"])
+  assert overrides.apply(cfg, ["train.epochs=7"]).train.epochs == 7
+  with pytest.raises(ValueError, match="train.epochs"):
+    overrides.apply(cfg, ["train.epochs=0"])
+  with pytest.raises(ValueError, match="batch_size"):
+    overrides.apply(cfg, ["train.batch_size=4"])
 
 
 # --- The binary, on the synthetic graph. ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("clustering", ["learned", "kmeans"])
-def test_tiny_run_writes_metrics_and_resumes(tmp_path, clustering):
+def test_tiny_run_writes_metrics(tmp_path, clustering):
   config = linkpred_config.get_config("synthetic", clustering, "test")
   report = linkpred.train_and_evaluate(config, str(tmp_path))
   metrics = json.load(open(tmp_path / "metrics.json"))
   assert metrics["test"]["auc"]["n"] == len(config.seeds)
   for r in metrics["seeds"]:
     assert 0.0 <= r["test"]["auc"] <= 1.0 and 0.0 <= r["test"]["ap"] <= 1.0
-    assert r["best_step"] % config.eval_every == 0 or r["best_step"] == config.epochs
+    assert r["best_step"] % config.eval_every == 0 or r["best_step"] == config.train.epochs
     assert r["balance"]["num_nodes"] == config.num_nodes
     records = [json.loads(line) for line in open(tmp_path / f"seed_{r['seed']}" / "eval.jsonl")]
-    assert [x["step"] for x in records] == list(range(config.eval_every, config.epochs + 1, config.eval_every))
+    assert [x["step"] for x in records] == list(range(config.eval_every, config.train.epochs + 1, config.eval_every))
     best = max(records, key=lambda x: (x["val"]["auc"], -x["step"]))
     assert r["test"] == best["test"]  # the test numbers are those at the best validation epoch
   assert os.path.exists(tmp_path / "config.json")
-  again = linkpred.train_and_evaluate(config, str(tmp_path))  # finished: restores, trains nothing, same numbers
-  assert again["test"] == report["test"]
+  assert report == metrics
+  assert linkpred.train_and_evaluate(config, str(tmp_path)) == metrics  # finished: its report, nothing redone

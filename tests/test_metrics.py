@@ -186,7 +186,7 @@ def test_nspdk_matches_reference_implementation():
       nspdk.LabeledGraph(("a", 1, 1.0, "1"), ((0, 0, "x"), (0, 1, "x"), (0, 1, "y"), (1, 2, 2), (2, 3, 2))),
       # A hub of degree 9, beyond chemistry.
       nspdk.LabeledGraph(("X",) + ("Y",) * 9, tuple((0, i, 1) for i in range(1, 10)))]
-  import nspdk_reference  # pylint: disable=g-import-not-at-top  (tests/nspdk_reference.py, the slow original)
+  import nspdk_reference  # pylint: disable=g-import-not-at-top  (tests/nspdk_reference.py, the slow reference)
   ours = nspdk.features(graphs, nbits=30)
   ref = nspdk_reference.features(graphs, nbits=30)
   np.testing.assert_array_equal(np.diff(ours.indptr), np.diff(ref.indptr))

@@ -22,6 +22,7 @@ from experiments import sample
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from markers import needs_qm9
+from mgvae_jax import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTEFACTS = ("config.json", "metrics.jsonl", "metrics.json", "samples.smi", "samples_uncorrected.smi",
@@ -45,6 +46,19 @@ def _restore_raw(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   with ocp.StandardCheckpointer() as ckpt:
     return ckpt.restore(path)
+
+
+def _snapshot(workdir):
+  """{relative path: (size, mtime_ns, sha256)} of every file under workdir."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      st = os.stat(path)
+      out[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns,
+                                             hashlib.sha256(open(path, "rb").read()).hexdigest())
+  return out
 
 
 def _flat(tree):
@@ -71,7 +85,7 @@ def test_paper_preset_follows_section_5_1():
   m = config.model
   assert (m.mgn.encoder_order, m.decoder, m.prior, m.mgn.posterior) == (2, "second_order", "learnable", "full")
   assert m.num_latent_levels == 3 and m.mgn.latent_dim == 256
-  assert (config.learning_rate, config.num_train) == (1e-3, 10_000) and config.num_samples >= 5000
+  assert (config.train.learning_rate, config.num_train) == (1e-3, 10_000) and config.num_samples >= 5000
 
 
 @needs_qm9
@@ -80,9 +94,10 @@ def test_paper_preset_still_runs_at_tiny_size(tmp_path):
   config = overrides.apply(molgen_config.get_config("qm9", "paper"), [
       "model.mgn.latent_dim=4", "model.mgn.encoder_features=8", "model.mgn.encoder_layers=1",
       "model.mgn.cluster_features=8", "model.mgn.pool_features=8", "model.mgn.global_encoder_layers=1",
-      "model.decoder_features=8", "model.decoder_layers=1", "num_train=48", "batch_size=8", "num_steps=2",
-      "num_samples=16", "sample_batch_size=16", "num_test=32", "num_reconstruct=8", "compute_fcd=False",
-      "grid_molecules=4", "interpolation_steps=3", "log_every=1", "checkpoint_every=2"])
+      "model.decoder_features=8", "model.decoder_layers=1", "num_train=48", "train.batch_size=8",
+      "train.num_steps=2", "num_samples=16", "sample_batch_size=16", "num_test=32", "num_reconstruct=8",
+      "compute_fcd=False", "grid_molecules=4", "interpolation_steps=3", "train.log_every=1",
+      "train.checkpoint_every=2"])
   assert config.sample_from == "prior" and config.model.decoder_pairs == "product" and not config.rank_features
   report = molgen.train_and_evaluate(config, str(tmp_path / "paper"))
   assert report["training"]["steps"] == 2 and report["num_samples"] == 16 and report["fitted_prior"] is None
@@ -91,18 +106,18 @@ def test_paper_preset_still_runs_at_tiny_size(tmp_path):
 
 def test_overrides_typed_and_checked():
   config = molgen_config.get_config("qm9", "test")
-  new = overrides.apply(config, ["batch_size=16", "model.mgn.latent_dim=6", "learning_rate=0.01",
+  new = overrides.apply(config, ["train.batch_size=16", "model.mgn.latent_dim=6", "train.learning_rate=0.01",
                                  "model.kl_weight=(1.0, 0.5)", "train_file=None"])
-  assert (new.batch_size, new.model.mgn.latent_dim, new.learning_rate) == (16, 6, 0.01)
+  assert (new.train.batch_size, new.model.mgn.latent_dim, new.train.learning_rate) == (16, 6, 0.01)
   assert new.model.kl_weight == (1.0, 0.5)
   with pytest.raises(ValueError, match="unknown field 'batchsize'"):
-    overrides.apply(config, ["batchsize=3"])
+    overrides.apply(config, ["train.batchsize=3"])
   with pytest.raises(ValueError, match="expected a value like 8"):
-    overrides.apply(config, ["batch_size=abc"])
+    overrides.apply(config, ["train.batch_size=abc"])
   with pytest.raises(ValueError, match="is a section"):
     overrides.apply(config, ["model=3"])
   with pytest.raises(ValueError, match="path=value"):
-    overrides.apply(config, ["batch_size"])
+    overrides.apply(config, ["train.batch_size"])
 
 
 def test_config_rejects_impossible_settings():
@@ -113,8 +128,8 @@ def test_config_rejects_impossible_settings():
     overrides.apply(config, ["model.mgn.num_clusters=(2, 3)"])
   with pytest.raises(ValueError, match="unknown dataset"):
     molgen_config.get_config("pubchem", "cpu")
-  with pytest.raises(ValueError, match="batch_size must be >= 1"):
-    overrides.apply(config, ["batch_size=0"])
+  with pytest.raises(ValueError, match="train.batch_size must be >= 1"):
+    overrides.apply(config, ["train.batch_size=0"])
   with pytest.raises(ValueError, match="padded to 38"):
     dataclasses.replace(config, dataset="zinc")  # a qm9-sized model for zinc molecules
 
@@ -126,7 +141,7 @@ def test_bad_flags_give_clear_errors():
   out = _molgen(["--dataset=qm9", "--preset=test", "--set", "model.mgn.num_clusters=(20,1)"], timeout=120)
   assert out.returncode != 0 and "cannot be cut into 20 clusters" in out.stderr
   assert "Traceback" not in out.stderr
-  out = _molgen(["--dataset=qm9", "--preset=test", "--set", "batch_size=6"], timeout=120,
+  out = _molgen(["--dataset=qm9", "--preset=test", "--set", "train.batch_size=6"], timeout=120,
                 XLA_FLAGS="--xla_force_host_platform_device_count=4")
   assert out.returncode != 0 and "does not divide over the 4 devices" in out.stderr
   assert "Traceback" not in out.stderr
@@ -136,9 +151,10 @@ def test_bad_flags_give_clear_errors():
 
 
 @needs_qm9
-def test_end_to_end_trains_resumes_samples_and_writes_every_artefact(tmp_path):
+def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   workdir = str(tmp_path / "run")
-  config = molgen_config.get_config("qm9", "test")
+  config = dataclasses.replace(molgen_config.get_config("qm9", "test"), quality_every=3, quality_molecules=8,
+                               quality_samples=16)
   report = molgen.train_and_evaluate(config, workdir)
   for name in ARTEFACTS:
     path = os.path.join(workdir, name)
@@ -149,25 +165,34 @@ def test_end_to_end_trains_resumes_samples_and_writes_every_artefact(tmp_path):
   assert report["training"]["resumed_from"] is None and report["training"]["nonfinite_steps_total"] == 0
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   train_records = [r for r in records if "loss" in r]
-  assert [r["step"] for r in train_records] == list(range(1, config.num_steps + 1))
+  assert [r["step"] for r in train_records] == list(range(1, config.train.num_steps + 1))
   assert all("steps_per_second" in r for r in train_records)
   assert records[-1]["phase"] == "eval"
+  quality = [json.loads(l) for l in open(os.path.join(workdir, "eval.jsonl"))]
+  assert [r["step"] for r in quality] == [0, 3, 6] and os.path.isfile(os.path.join(workdir, "quality_curve.png"))
   steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-  assert steps[-1] == config.num_steps and len(steps) <= config.keep_checkpoints
+  assert steps[-1] == config.train.num_steps and len(steps) <= config.train.keep_checkpoints
   png = open(os.path.join(workdir, "molecules.png"), "rb").read(8)
   assert png == b"\x89PNG\r\n\x1a\n"
 
-  # Same workdir, longer run: resumes from the last checkpoint instead of starting over.
-  longer = dataclasses.replace(config, num_steps=config.num_steps + 2)
-  report = molgen.train_and_evaluate(longer, workdir)
-  assert report["training"]["resumed_from"] == config.num_steps
+  # A finished run is never clobbered: the same config returns its report and changes nothing; another config (even
+  # only other evaluation settings) is refused naming the fields, with nothing changed on disk.
+  before = _snapshot(workdir)
+  assert molgen.train_and_evaluate(config, workdir) == json.load(open(os.path.join(workdir, "metrics.json")))
+  for other, field in ((dataclasses.replace(config, num_samples=5, compute_nspdk=False), "num_samples"),
+                       (overrides.apply(config, ["train.num_steps=9"]), "train.num_steps"),
+                       (molgen_config.get_config("qm9", "cpu"), "preset")):
+    with pytest.raises(training.ConfigMismatchError, match=field):
+      molgen.train_and_evaluate(other, workdir)
+  assert _snapshot(workdir) == before
+  longer = config
 
   # The sampling binary on that run: the molecule level and a coarse level.
   result = sample.run(workdir, num_samples=10, level=0, seed=3, batch_size=4, compute_fcd=False)
-  assert result["step"] == longer.num_steps and result["num_samples"] == 10
+  assert result["step"] == longer.train.num_steps and result["num_samples"] == 10
   assert result["reconstruction"]["molecules"] == config.num_reconstruct
   assert result["sample_statistics"]["test"]["valid"] > 0
-  smi = os.path.join(workdir, "samples", f"step{longer.num_steps}_n10_seed3.smi")
+  smi = os.path.join(workdir, "samples", f"step{longer.train.num_steps}_n10_seed3.smi")
   assert len(open(smi).read().splitlines()) == 10
   # What the model learned, and where its samples came from (the test preset samples a fitted mixture).
   recon = report["reconstruction"]
@@ -182,17 +207,32 @@ def test_end_to_end_trains_resumes_samples_and_writes_every_artefact(tmp_path):
   assert coarse["nodes"] == longer.model.mgn.num_clusters[0]
   with pytest.raises(ValueError, match="level must be in"):
     sample.run(workdir, num_samples=5, level=7)
+  # A truncated data file in the latest checkpoint: named as damaged, set aside, the one before it sampled.
+  item = os.path.join(workdir, "checkpoints", str(config.train.num_steps), "state")
+  data = max((os.path.join(r, f) for r, _, fs in os.walk(item) for f in fs if os.sep + "d" + os.sep in
+              os.path.join(r, f)), key=os.path.getsize)
+  open(data, "wb").close()
+  result = sample.run(workdir, num_samples=4, level=0, seed=5, batch_size=4, compute_fcd=False)
+  assert result["step"] == config.train.num_steps - config.train.checkpoint_every
+  assert any(".unrestorable-" in d for d in os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+def test_default_workdir_names_the_preset_and_decoder():
+  assert molgen.default_workdir(molgen_config.get_config("zinc", "cpu")) == os.path.join("runs", "molgen_zinc")
+  assert molgen.default_workdir(molgen_config.get_config("qm9", "test")) == os.path.join("runs", "molgen_qm9_test")
+  auto = molgen_config.get_config("zinc", "long", decoder="autoregressive")
+  assert molgen.default_workdir(auto) == os.path.join("runs", "molgen_zinc_autoregressive_long")
 
 
 @needs_qm9
 def test_kill_and_resume_is_bit_exact(tmp_path):
   """A run SIGKILLed mid-training and started again ends with exactly the params of an uninterrupted run."""
-  common = ["--dataset=qm9", "--preset=test", "--set", "num_steps=9", "--set", "checkpoint_every=2",
+  common = ["--dataset=qm9", "--preset=test", "--set", "train.num_steps=9", "--set", "train.checkpoint_every=2",
             "--set", "evaluate=False"]
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   out = _molgen(common + [f"--workdir={straight}"])
   assert out.returncode == 0, out.stderr[-3000:]
-  out = _molgen(common + [f"--workdir={killed}", "--set", "kill_at_step=5"])
+  out = _molgen(common + [f"--workdir={killed}", "--set", "train.kill_at_step=5"])
   assert out.returncode == -signal.SIGKILL, (out.returncode, out.stderr[-3000:])
   assert not os.path.isdir(os.path.join(killed, "checkpoints", "9"))
   out = _molgen(common + [f"--workdir={killed}"])
@@ -224,15 +264,15 @@ _SHARDING_PROGRAM = textwrap.dedent("""
         j = int(rng.integers(0, i)); edges[g, i, j, 0] = edges[g, j, i, 0] = 1
     data = graphs.GraphBatch(nodes, edges, np.ones((16, n), bool))
     model = vae.MGVAE(config.model)
-    opt = trainer.make_optimizer(config)
     batches = list(pipeline.batches(data, 8, seed=0, epoch=0))
+    opt, fresh = trainer.mgvae_state(config, model, batches[0][0], 2)
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
       mesh = sharding.data_mesh(devices)
-      state = trainer.init_state(config, model, opt, mesh, batches[0][0])
-      step = training.make_train_step(model, opt, edge_pos_weight=3.0, mesh=mesh)
+      state = sharding.replicate(sharding.local_copy(fresh), mesh)
+      step = training.make_train_step(vae.make_loss_fn(model, 3.0), opt, mesh)
       for batch, gm in batches:
-        state, metrics = step(state, *sharding.shard_batch((batch, gm), mesh))
+        state, metrics = step(state, sharding.shard_batch((batch, gm), mesh))
       if name == "four":
         assert len(state.params["graph_decoder"]["pair_head"]["kernel"].sharding.device_set) == 4
       out[name] = (sharding.local_copy(state.params), float(metrics["loss"]))
@@ -261,7 +301,7 @@ def test_two_process_jax_distributed_run(tmp_path):
   """Two processes on 127.0.0.1 (one CPU device each) train a data-parallel step together and checkpoint it."""
   workdir = str(tmp_path / "dist")
   port = _free_port()
-  args = ["--dataset=qm9", "--preset=test", f"--workdir={workdir}", "--set", "num_steps=2", "--set",
+  args = ["--dataset=qm9", "--preset=test", f"--workdir={workdir}", "--set", "train.num_steps=2", "--set",
           "evaluate=False", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
   procs = [subprocess.Popen([sys.executable, "-m", "experiments.molgen", *args, f"--process_id={i}"], cwd=ROOT,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -277,3 +317,16 @@ def test_two_process_jax_distributed_run(tmp_path):
     assert p.returncode == 0, stderr[-4000:]
   assert "on 2 device(s)" in outs[0][0]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+
+def test_train_file_that_is_binary_a_directory_or_missing_is_named(tmp_path):
+  binary = tmp_path / "train.smi"
+  binary.write_bytes(b"CCO\nc1ccccc1\nC\x89N\n")
+  with pytest.raises(ValueError, match=r"train_file .*train.smi: not utf-8 text: the byte 0x89 at byte offset 14 "
+                                       r"\(line 3\)"):
+    molgen._read_smiles_file(str(binary))
+  with pytest.raises(IsADirectoryError, match="is a directory, expected a file of") as err:
+    molgen._read_smiles_file(str(tmp_path))
+  assert str(err.value).startswith(f"train_file {tmp_path} is a directory")
+  with pytest.raises(FileNotFoundError, match="train_file .*nope.smi does not exist"):
+    molgen._read_smiles_file(str(tmp_path / "nope.smi"))

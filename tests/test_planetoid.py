@@ -163,7 +163,11 @@ def test_truncated_graph_file(cora_copy, tmp_path):
 
 def test_garbage_graph_file_of_the_right_size(tmp_path, cora_copy):
   path = tmp_path / "cora" / "ind.cora.graph"
-  path.write_bytes(b"\x00garbage" * (path.stat().st_size // 8) + b"\x00" * (path.stat().st_size % 8))
+  garbage = b"\x00garbage" * (path.stat().st_size // 8) + b"\x00" * (path.stat().st_size % 8)
+  path.write_bytes(garbage)
+  with pytest.raises(registry.ChecksumError, match="ind.cora.graph has sha256"):  # the registry's sha256 check
+    planetoid.load_planetoid("cora", data_dir=tmp_path, download=False)
+  cora_copy("graph", garbage)  # registry accepts it
   with pytest.raises(registry.DataFormatError, match="ind.cora.graph: not a readable python2 pickle"):
     planetoid.load_planetoid("cora", data_dir=tmp_path, download=False)
 

@@ -1,4 +1,5 @@
-"""Training core: train step, skipped non-finite steps, bit-exact resume, keep-last-k, partial saves, progress."""
+"""Training core: the guarded step, the one loop (bit-exact resume, evaluation records), checkpoints (keep-last-k,
+partial saves, damaged and foreign checkpoints), run directories that are never clobbered, progress."""
 
 import io
 import json
@@ -53,9 +54,10 @@ def setup():
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
   sample, _ = next(pipeline.batches(data, BATCH, seed=SEED, epoch=0))
   state = training.create_train_state(model, optimizer, sample, seed=0)
-  step_fn = training.make_train_step(model, optimizer, edge_pos_weight=vae.edge_pos_weight(data),
-                                     temperature_fn=lambda s: jnp.maximum(0.5, 1.0 - 1e-3 * s))
-  return dict(data=data, model=model, optimizer=optimizer, state=state, step_fn=step_fn)
+  loss_fn = vae.make_loss_fn(model, vae.edge_pos_weight(data), lambda s: jnp.maximum(0.5, 1.0 - 1e-3 * s))
+  jitted = training.make_train_step(loss_fn, optimizer)
+  step_fn = lambda state, batch, graph_mask: jitted(state, (batch, graph_mask))
+  return dict(data=data, model=model, optimizer=optimizer, state=state, step_fn=step_fn, jitted=jitted)
 
 
 def _leaves_equal(a, b):
@@ -89,7 +91,7 @@ def test_train_step_changes_params_and_loss_is_finite(setup):
   assert bool(metrics["finite"]) and int(metrics["nonfinite_in_a_row"]) == 0
   for name in ("reconstruction", "kl", "balanced_cut"):
     assert metrics[name].shape == (2,)  # one value per encoded level
-  eval_fn = training.make_eval_step(setup["model"], edge_pos_weight=1.0)
+  eval_fn = vae.make_eval_step(setup["model"], edge_pos_weight=1.0)
   ev = eval_fn(state.params, batch, graph_mask)
   assert bool(ev["finite"]) and int(ev["num_graphs"]) == BATCH
 
@@ -131,30 +133,68 @@ def test_nonfinite_steps_are_skipped_and_counted(setup):
   training.check_nonfinite(s3, max_in_a_row=1)
 
 
-def test_resume_is_bit_exact(setup, tmp_path):
-  straight, _ = _run(setup, setup["state"], 6)
+def _loop(setup, workdir, num_steps, evaluate=None, **kw):
+  """The shared loop on the module's data: checkpoints every 2 steps, evaluations every step (when given)."""
+  config = training.TrainConfig(batch_size=BATCH, num_steps=num_steps, seed=SEED, log_every=1, checkpoint_every=2,
+                                keep_checkpoints=5, **kw)
+  batches = lambda epoch, start: pipeline.batches(setup["data"], BATCH, seed=SEED, epoch=epoch, start=start)
+  return training.run(config, str(workdir), setup["state"], setup["jitted"], batches,
+                      pipeline.num_batches(NUM_GRAPHS, BATCH), evaluate=evaluate, evaluate_every=1 if evaluate else 0,
+                      stream=io.StringIO())
 
-  first, _ = _run(setup, setup["state"], 3)  # stops mid-epoch 1 (2 batches per epoch)
-  manager = training.CheckpointManager(str(tmp_path), max_to_keep=2)
-  assert manager.save(first)
-  manager.wait()
-  manager.close()
 
-  # A new process: a new manager and a fresh template (zeros: every restored value must come from the files).
-  template = jax.tree_util.tree_map(jnp.zeros_like, setup["state"])
-  manager = training.CheckpointManager(str(tmp_path), max_to_keep=2)
-  restored, ok = training.restore_or_init(manager, template)
-  assert ok and int(restored.step) == 3
-  resumed, _ = _run(setup, restored, 6)
-  manager.close()
-  if hasattr(setup["step_fn"], "_cache_size"):  # a restored state must not recompile the step (committed arrays)
-    assert setup["step_fn"]._cache_size() == 1
+def test_the_loop_resumes_bit_exact_and_keeps_evaluation_records_in_step(setup, tmp_path):
+  """A run stopped after step 3 (its last checkpoint at 2) and run again ends bitwise where an uninterrupted one
+  does; the evaluation record of step 3, written after the checkpoint it outlived, is dropped and redone."""
+  evaluate = lambda params, step: {"norm": float(sum(np.abs(np.asarray(x)).sum()
+                                                     for x in jax.tree_util.tree_leaves(params)))}
+  straight = _loop(setup, tmp_path / "straight", 6, evaluate)
+  assert [r["step"] for r in straight.records] == [1, 2, 3, 4, 5, 6]
 
-  assert _leaves_equal(resumed.params, straight.params)
-  assert _leaves_equal(resumed.opt_state, straight.opt_state)
-  assert int(resumed.step) == int(straight.step) == 6
-  np.testing.assert_array_equal(resumed.key, straight.key)
-  assert resumed.key.dtype == straight.key.dtype
+  first = _loop(setup, tmp_path / "stopped", 3, evaluate)
+  assert first.summary["resumed_from"] is None
+  with training.CheckpointManager(str(tmp_path / "stopped" / "checkpoints")) as manager:
+    manager.set_aside(3)  # as if killed after step 3's evaluation, before its checkpoint
+  resumed = _loop(setup, tmp_path / "stopped", 6, evaluate)
+  assert resumed.summary["resumed_from"] == 2
+  if hasattr(setup["jitted"], "_cache_size"):  # a restored state must not recompile the step (committed arrays)
+    assert setup["jitted"]._cache_size() == 1
+  assert _leaves_equal(resumed.state.params, straight.state.params)
+  assert _leaves_equal(resumed.state.opt_state, straight.state.opt_state)
+  assert int(resumed.state.step) == int(straight.state.step) == 6
+  np.testing.assert_array_equal(resumed.state.key, straight.state.key)
+  on_disk = [json.loads(l) for l in open(tmp_path / "stopped" / "eval.jsonl")]
+  assert [r["step"] for r in on_disk] == [r["step"] for r in resumed.records] == [1, 2, 3, 4, 5, 6]
+  assert resumed.records == straight.records
+
+
+def test_the_loop_stops_on_nonfinite_steps_with_checkpoints_committed(setup, tmp_path):
+  def bad_batches(epoch, start):
+    for batch, graph_mask in pipeline.batches(setup["data"], BATCH, seed=SEED, epoch=epoch, start=start):
+      nodes = batch.nodes.copy()
+      nodes[0, 0, 0] = np.nan
+      yield graphs.GraphBatch(nodes, batch.edges, batch.mask), graph_mask
+
+  config = training.TrainConfig(batch_size=BATCH, num_steps=10, log_every=1, checkpoint_every=1,
+                                max_nonfinite_in_a_row=3)
+  with pytest.raises(training.NonFiniteLossError, match="3 non-finite training steps in a row"):
+    training.run(config, str(tmp_path), setup["state"], setup["jitted"], bad_batches, 2, stream=io.StringIO())
+  with training.CheckpointManager(str(tmp_path / "checkpoints")) as manager:
+    assert manager.latest_step() == 3  # every started save is committed before the error leaves the loop
+
+
+def test_train_config_checks_its_fields():
+  with pytest.raises(ValueError, match="train.batch_size must be >= 1"):
+    training.TrainConfig(batch_size=0)
+  with pytest.raises(ValueError, match="lr_schedule"):
+    training.TrainConfig(lr_schedule="linear")
+  assert training.TrainConfig(epochs=3).total_steps(7) == 21 and training.TrainConfig(num_steps=5).total_steps(7) == 5
+  cosine = training.make_optimizer(training.TrainConfig(lr_schedule="cosine", grad_clip=0.0), 10)
+  params = {"w": jnp.ones(())}
+  opt = cosine.init(params)
+  for _ in range(11):  # the 11th update is the first at the schedule's end
+    update, opt = cosine.update({"w": jnp.ones(())}, opt, params)
+  assert abs(float(update["w"])) == pytest.approx(1e-5, rel=0.05)  # 1 % of the rate at the last step
 
 
 def test_restore_or_init_without_checkpoint(setup, tmp_path):
@@ -171,7 +211,7 @@ def test_checkpoint_of_another_config_raises_and_is_kept(setup, tmp_path):
   other = setup["state"].replace(params=jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape + (2,), x.dtype),
                                                                setup["state"].params))
   with training.CheckpointManager(str(tmp_path)) as manager:
-    with pytest.raises(RuntimeError, match="does not restore into this run's state"):
+    with pytest.raises(RuntimeError, match="intact but does not fit this run's state.*written with another config"):
       training.restore_or_init(manager, other)
     assert manager.all_steps() == [int(setup["state"].step)]  # still there
   assert not [p for p in tmp_path.iterdir() if "unrestorable" in p.name]
@@ -234,6 +274,50 @@ def test_unfinished_save_does_not_break_restore(setup, tmp_path):
     assert manager.save(_numbered(state, 3))
     manager.wait()
     assert manager.latest_step() == 3
+
+
+@pytest.mark.parametrize("damage", ["truncate_data", "remove_data", "truncate_manifest"])
+def test_damaged_checkpoint_is_set_aside_and_the_previous_restored(setup, tmp_path, damage):
+  """Truncated or missing files (not only empty folders) are damage, not another config."""
+  state = setup["state"]
+  with training.CheckpointManager(str(tmp_path), max_to_keep=5) as manager:
+    manager.save(_numbered(state, 1))
+    manager.save(_numbered(state, 2))
+    manager.wait()
+  item = tmp_path / "2" / "state"
+  data = max((p for p in item.glob("ocdbt.process_*/d/*") if p.is_file()), key=lambda p: p.stat().st_size)
+  if damage == "truncate_data":
+    data.write_bytes(b"")
+  elif damage == "remove_data":
+    data.unlink()
+  else:
+    (item / "manifest.ocdbt").write_bytes(b"")
+  with training.CheckpointManager(str(tmp_path), max_to_keep=5) as manager:
+    restored, ok = training.restore_or_init(manager, state)
+    assert ok and int(restored.step) == 2 - 1
+    assert _leaves_equal(restored.params, _numbered(state, 1).params)
+    assert manager.all_steps() == [1]
+  assert any(p.name.startswith("2.unrestorable-") for p in tmp_path.iterdir())
+
+
+def test_claim_refuses_another_config_and_touches_nothing(tmp_path):
+  config = {"dataset": "qm9", "train": {"num_steps": 6, "kill_at_step": 0}, "num_samples": 24}
+  assert training.rundir.claim(str(tmp_path / "run"), config)
+  path = tmp_path / "run" / "config.json"
+  before = (path.read_bytes(), path.stat().st_mtime_ns)
+  assert not training.rundir.claim(str(tmp_path / "run"), config)
+  # Fault injection does not change what a run computes: a rerun may differ in it.
+  assert not training.rundir.claim(str(tmp_path / "run"), dict(config, train={"num_steps": 6, "kill_at_step": 3}))
+  other = dict(config, num_samples=50, train={"num_steps": 9, "kill_at_step": 0})
+  with pytest.raises(training.ConfigMismatchError, match=r"(?s)2 field\(s\) differ.*num_samples: 24 in the run, 50 "
+                                                          r"now.*train.num_steps: 6 in the run, 9 now"):
+    training.rundir.claim(str(tmp_path / "run"), other)
+  path.write_bytes(b"\xff\xfe not json")
+  with pytest.raises(training.ConfigMismatchError, match="cannot be read"):
+    training.rundir.claim(str(tmp_path / "run"), config)
+  assert path.read_bytes() == b"\xff\xfe not json"
+  path.write_bytes(before[0])
+  assert training.rundir.finished_report(str(tmp_path / "run")) is None
 
 
 def test_data_position():

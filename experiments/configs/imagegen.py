@@ -11,7 +11,7 @@ concatenated), not by the paper's sum over all nodes: with a sum or mean the pos
 3 nats; README, imagegen). `--set model.readout=sum` restores the paper's.
   test   a handful of images, a tiny model, a few steps: for tests and smoke runs.
 
-Any field can be overridden from the command line: `--set num_steps=5000 --set model.encoder_layers=10`.
+Any field can be overridden from the command line: `--set train.num_steps=5000 --set model.encoder_layers=10`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import dataclasses
 
 from experiments.configs import overrides
 from mgvae_jax import image_mgvae
+from mgvae_jax import training
 
 DATASETS = ("mnist",)
 PRESETS = ("cpu", "paper", "test")
@@ -37,18 +38,10 @@ class ImagegenConfig:
   # Data: None = all 60,000 / 10,000 images; a number takes the first ones (smoke runs only).
   num_train: int | None = None
   num_test: int | None = None
-  # Optimisation.
-  batch_size: int = 64
-  num_steps: int = 1500
-  learning_rate: float = 1e-3
-  grad_clip: float = 1.0  # global-norm clipping (0: none)
-  seed: int = 0
-  max_nonfinite_in_a_row: int = 20
-  # Logging and checkpoints.
-  log_every: int = 50
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 2
-  kill_at_step: int = 0  # fault injection (tests): SIGKILL right after this step
+  # Optimisation, logging, checkpoints, fault injection; train.seed also seeds sampling. Batches are full (an epoch's
+  # remainder is skipped); the temperature_* fields go unused (the quadtree is fixed).
+  train: training.TrainConfig = training.TrainConfig(batch_size=64, num_steps=1500, checkpoint_every=500,
+                                                     keep_checkpoints=2)
   # Evaluation: FID-LeNet per resolution of `num_samples` prior samples against the test set.
   evaluate: bool = True
   num_samples: int = 10_000
@@ -64,8 +57,7 @@ class ImagegenConfig:
       raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
     if self.model_name not in MODELS:
       raise ValueError(f"model_name must be one of {MODELS}, got {self.model_name!r}")
-    overrides.check_at_least(self, ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                                    "num_samples", "sample_batch_size", "fid_classifier_epochs", "grid_size"), 1)
+    overrides.check_at_least(self, ("num_samples", "sample_batch_size", "fid_classifier_epochs", "grid_size"), 1)
     if self.num_samples < 2:
       raise ValueError(f"num_samples must be >= 2 (a covariance), got {self.num_samples}")
     if self.baseline.image_size != self.model.image_size:
@@ -83,7 +75,9 @@ def get_config(dataset: str = "mnist", preset: str = "cpu", model_name: str = "m
     return ImagegenConfig(dataset=dataset, preset=preset, model_name=model_name,
                           model=image_mgvae.ImageMGVAEConfig(channels=64, encoder_layers=10, generator_width=64),
                           baseline=image_mgvae.ConvVAEConfig(encoder_width=64, generator_width=64),
-                          num_steps=240_000, log_every=500, checkpoint_every=5000, fid_classifier_epochs=5)
+                          train=training.TrainConfig(batch_size=64, num_steps=240_000, log_every=500,
+                                                     checkpoint_every=5000, keep_checkpoints=2),
+                          fid_classifier_epochs=5)
   if preset == "cpu":
     return ImagegenConfig(dataset=dataset, preset=preset, model_name=model_name,
                           model=image_mgvae.ImageMGVAEConfig(channels=32, encoder_layers=4, generator_width=32),
@@ -93,7 +87,9 @@ def get_config(dataset: str = "mnist", preset: str = "cpu", model_name: str = "m
                           model=image_mgvae.ImageMGVAEConfig(channels=4, encoder_layers=1, latent_dim=4,
                                                              generator_width=4),
                           baseline=image_mgvae.ConvVAEConfig(latent_dim=4, encoder_width=4, generator_width=4),
-                          num_train=64, num_test=40, batch_size=8, num_steps=4, log_every=1, checkpoint_every=2,
+                          num_train=64, num_test=40,
+                          train=training.TrainConfig(batch_size=8, num_steps=4, log_every=1, checkpoint_every=2,
+                                                     keep_checkpoints=2),
                           num_samples=40, sample_batch_size=20, fid_classifier_epochs=1, grid_size=3,
                           fid_classifier="runs/fid_lenet/lenet_mnist_test_preset.msgpack")  # never the real one
   raise ValueError(f"unknown preset {preset!r}; expected one of {PRESETS}")

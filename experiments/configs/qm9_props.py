@@ -18,6 +18,7 @@ from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from mgvae_jax import mgn
 from mgvae_jax import property_prediction
+from mgvae_jax import training
 from mgvae_jax import vae
 from mgvae_jax.chem import featurise
 from mgvae_jax.data import molecules
@@ -28,7 +29,7 @@ KL_WEIGHT = molgen_config.KL_WEIGHT  # beta = 1 collapses the posterior (see the
 
 @dataclasses.dataclass(frozen=True)
 class Qm9PropsConfig:
-  """Everything `experiments.qm9_props.train_and_evaluate` reads (the training fields are experiments.trainer's)."""
+  """Everything `experiments.qm9_props.train_and_evaluate` reads."""
   preset: str = "cpu"
   model: vae.MGVAEConfig = vae.MGVAEConfig()
   # Data: MGVAE's own QM9 rows and split files (data.load_qm9_targets).
@@ -37,21 +38,9 @@ class Qm9PropsConfig:
   val_fraction: float = 0.1  # of those, held out (seeded) to pick each head's epoch; MGVAE, unsupervised, sees all
   num_test: int = 0  # a seeded subset of the test molecules (0: all of them)
   charged_types: bool = True  # charged species (N+, O-, ...) are node types of their own (else those molecules skip)
-  # MGVAE optimisation.
-  batch_size: int = 32  # global batch; must divide by the number of devices
-  num_steps: int = 4000
-  learning_rate: float = 1e-3
-  grad_clip: float = 1.0
-  temperature_start: float = 1.0
-  temperature_end: float = 0.3
-  temperature_decay_steps: int = 3200
-  seed: int = 0  # MGVAE parameters, data order, the subsets and the heads all derive from it
-  max_nonfinite_in_a_row: int = 20
-  # Logging and checkpoints.
-  log_every: int = 100
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  kill_at_step: int = 0  # fault injection (tests): SIGKILL right after this step
+  # MGVAE's optimisation, schedules, logging, checkpoints, fault injection; the subsets, the validation split and the
+  # heads derive from train.seed too.
+  train: training.TrainConfig = training.TrainConfig()
   # Representations and property heads (one MLP per target, on standardised targets).
   encode_batch_size: int = 512  # molecules per encoder call (one compiled shape)
   head_hidden: tuple[int, ...] = (512, 512)  # paper: two hidden layers of 512
@@ -65,17 +54,14 @@ class Qm9PropsConfig:
     if self.test_percent not in molecules.QM9_SPLIT_PERCENTS:
       raise ValueError(f"test_percent must be one of {molecules.QM9_SPLIT_PERCENTS} (MGVAE's split files), got "
                        f"{self.test_percent}")
-    positive = ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                "temperature_decay_steps", "encode_batch_size", "head_batch_size", "head_epochs")
-    overrides.check_at_least(self, positive, 1)
-    overrides.check_at_least(self, ("num_train", "num_test", "max_nonfinite_in_a_row", "kill_at_step"), 0)
+    overrides.check_at_least(self, ("encode_batch_size", "head_batch_size", "head_epochs"), 1)
+    overrides.check_at_least(self, ("num_train", "num_test"), 0)
     if self.num_train and self.num_train < 4:
       raise ValueError(f"num_train must be 0 (all) or >= 4 (training and validation molecules), got {self.num_train}")
     if not 0.0 < self.val_fraction < 1.0:
       raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-    if not (self.learning_rate > 0 and self.head_learning_rate > 0 and self.temperature_start > 0
-            and self.temperature_end > 0):
-      raise ValueError("learning_rate, head_learning_rate, temperature_start and temperature_end must be positive")
+    if not self.head_learning_rate > 0:
+      raise ValueError(f"head_learning_rate must be positive, got {self.head_learning_rate}")
     if self.head_activation not in property_prediction.ACTIVATIONS:
       raise ValueError(f"head_activation must be one of {sorted(property_prediction.ACTIVATIONS)}, got "
                        f"{self.head_activation!r}")
@@ -120,20 +106,22 @@ def get_config(preset: str = "cpu") -> Qm9PropsConfig:
     model = _model(mgn=dict(num_clusters=(4, 2, 1), latent_dim=256, encoder_features=256, encoder_layers=4,
                             cluster_features=128, cluster_layers=2, pool_features=256, global_encoder_layers=2),
                    decoder_features=128, decoder_layers=4)
-    return Qm9PropsConfig(preset=preset, model=model, num_train=0, num_test=0, batch_size=20, num_steps=100_000,
-                          temperature_decay_steps=40_000, log_every=500, checkpoint_every=5000, head_epochs=200)
+    train = training.TrainConfig(batch_size=20, num_steps=100_000, temperature_decay_steps=40_000, log_every=500,
+                                 checkpoint_every=5000)
+    return Qm9PropsConfig(preset=preset, model=model, num_train=0, num_test=0, train=train, head_epochs=200)
   if preset == "cpu":
     # molgen's QM9 cpu model with a wider latent (d = 32: the representation is all the heads see). 20,000 training
     # molecules (18,000 for the heads, 2,000 to select their epochs), every test molecule.
     model = _model(mgn=dict(num_clusters=(4, 2), latent_dim=32, encoder_features=32, encoder_layers=2,
                             cluster_features=32, pool_features=32, global_encoder_layers=1),
                    decoder_features=32, decoder_layers=3)
-    return Qm9PropsConfig(preset=preset, model=model, num_train=20_000, num_test=0, batch_size=32, num_steps=4000,
-                          temperature_decay_steps=3200, head_epochs=40)
+    train = training.TrainConfig(batch_size=32, num_steps=4000, temperature_decay_steps=3200, log_every=100,
+                                 checkpoint_every=500)
+    return Qm9PropsConfig(preset=preset, model=model, num_train=20_000, num_test=0, train=train, head_epochs=40)
   # test: seconds, not minutes.
   model = _model(mgn=dict(num_clusters=(2, 1), latent_dim=4, encoder_features=8, encoder_layers=1,
                           cluster_features=8, cluster_layers=1, pool_features=8, global_encoder_layers=1),
                  decoder_features=8, decoder_layers=1)
-  return Qm9PropsConfig(preset=preset, model=model, num_train=40, val_fraction=0.25, num_test=16, batch_size=8,
-                        num_steps=4, temperature_decay_steps=4, log_every=1, checkpoint_every=2,
+  train = training.TrainConfig(batch_size=8, num_steps=4, temperature_decay_steps=4, log_every=1, checkpoint_every=2)
+  return Qm9PropsConfig(preset=preset, model=model, num_train=40, val_fraction=0.25, num_test=16, train=train,
                         encode_batch_size=16, head_hidden=(16, 16), head_batch_size=8, head_epochs=3)

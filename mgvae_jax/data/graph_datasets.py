@@ -14,7 +14,6 @@ them, then drops isolated nodes, as GDSS's `adjs_to_graphs` does before evaluati
 from __future__ import annotations
 
 import collections
-import json
 import os
 from typing import Optional, Sequence, Union
 
@@ -22,6 +21,7 @@ import networkx as nx
 import numpy as np
 
 from mgvae_jax import graphs
+from mgvae_jax.data import files
 from mgvae_jax.data import registry
 
 PathLike = Union[str, os.PathLike]
@@ -59,10 +59,7 @@ def load_graphs(dataset: str, data_dir: Optional[PathLike] = None, download: boo
     raise ValueError(f"unknown graph dataset {dataset!r}; expected one of {DATASETS}")
   name = f"{dataset}/derived/{dataset}_edgelists.json"
   path = registry.fetch(name, data_dir=data_dir, download=download)
-  try:
-    records = json.loads(open(path, encoding="utf-8").read())
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise registry.DataFormatError(f"{path}: not a readable JSON edge-list file ({e})") from e
+  records = files.read_json(path, "JSON edge lists")
   return _parse(records, str(path))
 
 

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from mgvae_jax.data import files
 from mgvae_jax.data import registry
 
 SPLITS = ("train", "test")
@@ -24,6 +25,7 @@ _MAGIC = {3: 2051, 1: 2049}  # IDX magic of uint8 images ([n, rows, cols]) and l
 
 def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
   """The uint8 array of a (gzipped or raw) IDX file with `ndim` dimensions (3: images, 1: labels)."""
+  files.require_file(path, f"IDX{ndim} uint8 data")
   try:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:

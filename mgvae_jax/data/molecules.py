@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import pathlib
 import re
 from typing import Iterable, Optional, Sequence
@@ -36,6 +35,7 @@ from typing import Iterable, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from mgvae_jax.data import files
 from mgvae_jax.data import registry
 from mgvae_jax.data.registry import DataFormatError
 
@@ -91,12 +91,7 @@ def _read_counted(path: pathlib.Path, what: str, rows: Optional[int] = None) -> 
   return lines[1:]
 
 
-def _read_json(path: pathlib.Path, what: str):
-  try:
-    with open(path, "rb") as f:
-      return json.loads(f.read().decode("utf-8"))
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise DataFormatError(f"{path}: cannot parse as {what}: {e}") from e
+_read_json = files.read_json
 
 
 def _read_csv(path: pathlib.Path, what: str, required: Sequence[str]) -> tuple[list[str], list[list[str]]]:

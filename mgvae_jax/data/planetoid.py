@@ -24,6 +24,7 @@ from typing import Optional, Union
 import numpy as np
 import scipy.sparse
 
+from mgvae_jax.data import files
 from mgvae_jax.data import registry
 
 PathLike = Union[str, os.PathLike]
@@ -91,6 +92,7 @@ class Citation:
 
 
 def _unpickle(path: pathlib.Path):
+  files.require_file(path, "a python2 pickle")
   try:
     with open(path, "rb") as f:
       return _Unpickler(f, encoding="latin1").load()
@@ -118,11 +120,12 @@ def _labels(onehot: np.ndarray, path: pathlib.Path) -> np.ndarray:
 
 
 def _test_index(path: pathlib.Path) -> np.ndarray:
+  what = "one integer node id per line"
+  lines = [s for s in files.read_text(path, what, encoding="ascii").split("\n") if s.strip()]
   try:
-    lines = [s for s in path.read_text(encoding="ascii").split("\n") if s.strip()]
     ids = np.array([int(s) for s in lines], np.int64)
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise registry.DataFormatError(f"{path}: expected one integer node id per line ({e})") from None
+  except ValueError as e:
+    raise registry.DataFormatError(f"{path}: expected {what} ({e})") from None
   if ids.size == 0 or len(np.unique(ids)) != ids.size:
     raise registry.DataFormatError(f"{path}: expected distinct test node ids, got {ids.size} ids of which "
                                    f"{len(np.unique(ids))} distinct")

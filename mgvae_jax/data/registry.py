@@ -7,7 +7,9 @@ hashes are those of the staged copies described in the data dir's PROVENANCE.md 
 The data dir is `$MGVAE_DATA_DIR` if set, else a per-user cache dir (`$XDG_CACHE_HOME/mgvae_jax`, default
 `~/.cache/mgvae_jax`). `fetch(name)` returns the local path, downloading it first when missing: into a temp file in
 the same directory, checked against the sha256, then moved into place with `os.replace`, so a failed or interrupted
-download never leaves a file that looks complete.
+download never leaves a file that looks complete. A file already present is checked against its size and sha256 too;
+the hash is computed once per file version (size, mtime, ctime) and cached in `checksums.CACHE_NAME` in the data dir,
+or in the per-user cache dir when the data dir is read-only (see `checksums`).
 
 URLs. GitHub-sourced files point at `raw.githubusercontent.com/<owner>/<repo>/<commit>/<path>` with the commit that
 last changed the file (PROVENANCE's "commit" column). PROVENANCE gives 12-digit prefixes; where a public code index
@@ -45,6 +47,11 @@ import urllib.request
 
 from absl import logging
 
+from mgvae_jax.data import checksums
+from mgvae_jax.data import files
+from mgvae_jax.data.checksums import sha256_file
+from mgvae_jax.data.files import DataFormatError
+
 PathLike = Union[str, os.PathLike]
 # build(upstream, out): writes the derived file to `out`; `upstream(name)` returns the local path of an upstream entry.
 Builder = Callable[[Callable[[str], pathlib.Path], pathlib.Path], None]
@@ -59,10 +66,6 @@ class ChecksumError(ValueError):
 
 class DownloadError(OSError):
   """A download failed for a network reason (unreachable host, HTTP error, timeout)."""
-
-
-class DataFormatError(ValueError):
-  """A data file exists but does not parse as the format its registry entry describes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +122,12 @@ def data_dir() -> pathlib.Path:
   env = os.environ.get(ENV_VAR)
   if env:
     return pathlib.Path(env).expanduser()
+  return user_cache_dir()
+
+
+def user_cache_dir() -> pathlib.Path:
+  """`$XDG_CACHE_HOME/mgvae_jax` (default `~/.cache/mgvae_jax`): the default data dir, and where sha256 verdicts go
+  when the data dir is read-only."""
   cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return pathlib.Path(cache) / "mgvae_jax"
 
@@ -188,35 +197,44 @@ def entries() -> tuple[Entry, ...]:
 # Checksums and fetching.
 
 
-def sha256_file(path: PathLike) -> str:
-  """Hex sha256 of a file, read in 1 MiB chunks."""
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while chunk := f.read(_CHUNK):
-      h.update(chunk)
-  return h.hexdigest()
+def _cache_dirs(entry: Entry, path: pathlib.Path) -> list[pathlib.Path]:
+  """Where `path`'s sha256 verdict is cached: its data dir (if `path` ends in the entry's relative path, else its
+  directory), then the per-user cache dir."""
+  parts = pathlib.PurePosixPath(entry.path).parts
+  root = path.parents[len(parts) - 1] if path.parts[-len(parts):] == parts else path.parent
+  return [root, user_cache_dir()]
+
+
+def _fix(entry: Entry) -> str:
+  if entry.build is not None:
+    return "delete it so that fetch() rebuilds it, or replace it with the right file"
+  if entry.derived:
+    return f"replace it with the right file; to rebuild it: {entry.rebuild}"
+  return f"delete it so that fetch() downloads it again from {entry.url}, or replace it with the right file"
 
 
 def check_file(name: str, path: PathLike, verify: bool = False) -> pathlib.Path:
-  """Check a local copy of entry `name`: non-empty and of the registered size; with `verify`, also its sha256.
+  """Check a local copy of entry `name`: a non-empty file of the registered size and sha256.
+
+  The sha256 comes from the verdict cache when the file is unchanged since it was last hashed (see `checksums`);
+  `verify` hashes it again regardless.
 
   Raises:
-    ChecksumError naming the file, what was expected and what was found.
+    FileNotFoundError / IsADirectoryError: nothing, or a directory, is at `path`.
+    ChecksumError naming the file, what was expected and what was found, and what to do.
   """
-  entry, path = get(name), pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"{name}: {path} is not a file (expected {entry.format})")
+  entry = get(name)
+  path = files.require_file(path, f"{name} ({entry.format})")
   size = path.stat().st_size
-  fix = "delete it so that fetch() downloads it again, or replace it with the right file"
   if size == 0:
-    raise ChecksumError(f"{name}: {path} is empty; expected {entry._expected()} of {entry.format}; {fix}")
+    raise ChecksumError(f"{name}: {path} is empty; expected {entry._expected()} of {entry.format}; {_fix(entry)}")
   if not entry.accepts_size(size):
     raise ChecksumError(f"{name}: {path} has {size} bytes, expected {entry._expected()} of {entry.format}; it is "
-                        f"truncated, corrupt or a different version; {fix}")
-  if verify:
-    digest = sha256_file(path)
-    if not entry.accepts_sha256(digest):
-      raise ChecksumError(f"{name}: {path} has sha256 {digest}, expected {entry._expected()}; {fix}")
+                        f"truncated, corrupt or a different version; {_fix(entry)}")
+  digest = checksums.sha256(path, _cache_dirs(entry, path), refresh=verify)
+  if not entry.accepts_sha256(digest):
+    raise ChecksumError(f"{name}: {path} has sha256 {digest}, expected {entry._expected()}; it was edited, corrupted "
+                        f"or replaced by another version; {_fix(entry)}")
   return path
 
 
@@ -228,7 +246,7 @@ def fetch(name: str, data_dir: Optional[PathLike] = None, download: bool = True,
     name: registry key, the file's path relative to the data dir.
     data_dir: root directory; default `data_dir()`.
     download: if False, a missing file raises instead of touching the network.
-    verify: also check the sha256 of a file that is already present (default: size only, cheap).
+    verify: hash a file that is already present even if its sha256 verdict is cached.
     timeout: seconds for each network read.
 
   Returns:
@@ -300,7 +318,8 @@ def build(name: str, data_dir: Optional[PathLike] = None, check: bool = True, do
 
   The builders reproduce the staged copies byte-for-byte with the RDKit version PROVENANCE names (2026.09.1). Another
   RDKit can change a few SA scores; then the sha256 check fails and nothing is written. Pass `check=False` to accept
-  such a rebuild (the file then no longer matches the registry, so `fetch(..., verify=True)` will reject it).
+  such a rebuild; the file then no longer matches the registry, so `fetch` rejects it until an entry with its size
+  and sha256 replaces the registered one (`register(..., replace=True)`).
   """
   entry = get(name)
   if entry.build is None:
@@ -352,19 +371,14 @@ def sa_scorer() -> Callable[..., float]:
 
 
 def read_lines(path: PathLike, what: str) -> list[str]:
-  """Lines of a text file (gunzipped if it ends in .gz), without line endings.
+  """Lines of a UTF-8 text file (gunzipped if it ends in .gz), without line endings.
 
   Raises:
+    FileNotFoundError / IsADirectoryError: see `files.require_file`.
     DataFormatError naming the file and `what` it should hold: gzip that does not decompress, bytes that are not
-    UTF-8, or a file with nothing but whitespace.
+    UTF-8 (with the offset of the first bad byte), or a file with nothing but whitespace.
   """
-  path = pathlib.Path(path)
-  opener = gzip.open if path.suffix == ".gz" else open
-  try:
-    with opener(path, "rt", encoding="utf-8", newline="") as f:
-      text = f.read()
-  except (OSError, EOFError, UnicodeDecodeError) as e:  # gzip.BadGzipFile and zlib errors surface as OSError
-    raise DataFormatError(f"{path}: cannot read as {what}: {e}") from e
+  text = files.read_text(path, what)
   if not text.strip():
     raise DataFormatError(f"{path}: file is empty; expected {what}")
   return text.splitlines()

@@ -1,8 +1,9 @@
 """Link-prediction metrics (AUC, AP) and balanced-cut statistics of a clustering (paper section 5.3, Tables 6-8).
 
 AUC and AP come from scikit-learn. Positive and negative scores are cast together to one float64 array before
-ranking: the authors' code scored positives in float64 and negatives in float32, and the rounding alone separated the
-two sets (a spurious AUC of 1.0). `auc_ap` also refuses non-finite scores, which would otherwise rank arbitrarily.
+ranking: scored in two dtypes (positives in float64 and negatives in float32, as in the authors' code), rounding
+alone can separate the two sets (a spurious AUC of 1.0). `auc_ap` also refuses non-finite scores, which would
+otherwise rank arbitrarily.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Optional, TypeVar
 from absl import logging
 import flax.serialization
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 State = TypeVar("State")
@@ -72,6 +73,18 @@ class CheckpointManager:
     self._manager.reload()
     return dst
 
+  def saved_tree(self, step: int) -> Optional[dict]:
+    """{key path: shape} of the arrays the checkpoint of `step` says it holds (its metadata); None if unreadable."""
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        meta = reader.metadata(os.path.join(self.workdir, str(step), _ITEM)).item_metadata
+      if meta is None:
+        return None
+      tree = getattr(meta, "tree", meta)
+      return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    except Exception:  # pylint: disable=broad-except
+      return None
+
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
@@ -95,26 +108,44 @@ class CheckpointManager:
 def restore_or_init(manager: CheckpointManager, init_state: State) -> tuple[State, bool]:
   """(the latest checkpoint restored into init_state's structure, True), or (init_state, False) if there is none.
 
-  A step directory that is visibly damaged (no `state` item, or an empty one: e.g. files lost by hand) is renamed to
-  `<step>.unrestorable-<time>` (kept for inspection) and the step before it is tried. Renaming, not skipping: orbax
-  refuses to save steps below its latest one, so a broken latest directory would silently stop all later saves.
-  Any other failure (typically a checkpoint written by a different model config) raises: setting good checkpoints
-  aside and silently starting over would lose the run.
+  A step directory that does not restore is told apart by what it says it holds (its orbax metadata):
+  - damaged (files missing, truncated or corrupt; metadata unreadable, or metadata that fits this state while the
+    data do not restore): logged as damaged, renamed to `<step>.unrestorable-<time>` (kept for inspection), and the
+    step before it tried. Renaming, not skipping: orbax refuses to save steps below its latest one, so a broken
+    latest directory would silently stop all later saves.
+  - intact but of another shape (a checkpoint written by a different model config): RuntimeError naming what
+    differs. Setting good checkpoints aside and silently starting over would lose the run.
   """
   for step in reversed(manager.all_steps()):
     try:
       return manager.restore(step, init_state), True
     except Exception as exc:  # pylint: disable=broad-except
-      item = os.path.join(manager.workdir, str(step), "state")
-      if os.path.isdir(item) and os.listdir(item):
+      mismatch = _mismatch(manager.saved_tree(step), init_state)
+      path = os.path.join(manager.workdir, str(step))
+      if mismatch:
         raise RuntimeError(
-            f"checkpoint of step {step} in {manager.workdir} exists but does not restore into this run's state "
-            f"({type(exc).__name__}: {exc}). Was it written with another config? Use another workdir, or move "
-            f"{os.path.join(manager.workdir, str(step))} aside to start over.") from exc
+            f"checkpoint of step {step} in {manager.workdir} is intact but does not fit this run's state ("
+            f"{mismatch}): it was written with another config. Use another workdir, or move {path} aside to start "
+            f"over.") from exc
       aside = manager.set_aside(step)
-      logging.warning("checkpoint of step %d in %s is damaged (%s: %s); moved it to %s, trying an earlier one",
-                      step, manager.workdir, type(exc).__name__, exc, aside)
+      logging.warning("checkpoint of step %d in %s is damaged (%s: %s); set it aside as %s and trying the one "
+                      "before", step, manager.workdir, type(exc).__name__, str(exc)[:300], aside)
+      print(f"WARNING: checkpoint of step {step} in {manager.workdir} is damaged ({type(exc).__name__}); set "
+            f"aside as {aside}", flush=True)
   return init_state, False
+
+
+def _mismatch(saved: Optional[dict], target) -> str:
+  """Why an intact checkpoint tree (path -> shape, from its metadata) cannot hold `target`; "" if it can, or if the
+  metadata could not be read (None: then the checkpoint is damaged, not foreign)."""
+  if saved is None:
+    return ""
+  want = {jax.tree_util.keystr(k): tuple(np.shape(v)) for k, v in
+          jax.tree_util.tree_leaves_with_path(flax.serialization.to_state_dict(target))}
+  missing, extra = sorted(set(want) - set(saved)), sorted(set(saved) - set(want))
+  shapes = [f"{k}: {saved[k]} saved, {want[k]} here" for k in sorted(set(want) & set(saved)) if saved[k] != want[k]]
+  parts = ([f"missing {missing[:3]}"] if missing else []) + ([f"unexpected {extra[:3]}"] if extra else []) + shapes[:3]
+  return "; ".join(parts)
 
 
 def data_position(step: int, steps_per_epoch: int) -> tuple[int, int]:

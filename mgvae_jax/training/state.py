@@ -1,4 +1,4 @@
-"""Train state and jitted train / eval steps for MGVAE, with non-finite steps skipped rather than applied.
+"""Train state and the jitted train step of any model and loss, with non-finite steps skipped rather than applied.
 
 Per-step randomness is `fold_in(state.key, state.step)`: a pure function of the checkpointed state, so a run resumed
 from a checkpoint draws the same numbers as one that never stopped. A step whose loss or gradients are not finite
@@ -20,12 +20,10 @@ from jax.sharding import Mesh
 import numpy as np
 import optax
 
-from mgvae_jax import graphs
-from mgvae_jax import vae
 from mgvae_jax.training import sharding
 
 Array = jnp.ndarray
-StepFn = Callable[["TrainState", graphs.GraphBatch, Array], tuple["TrainState", dict[str, Array]]]
+StepFn = Callable[["TrainState", Any], tuple["TrainState", dict[str, Array]]]
 
 
 @flax.struct.dataclass
@@ -43,7 +41,7 @@ class NonFiniteLossError(RuntimeError):
   """Too many non-finite steps in a row; training should stop (the skipped steps changed no parameters)."""
 
 
-def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, sample_batch: graphs.GraphBatch,
+def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation, sample_batch: Any,
                        seed: int, init_kwargs: Optional[dict] = None) -> TrainState:
   """Initialise params (rng streams params / gumbel / latent) and the optimizer; `sample_batch` fixes the shapes.
 
@@ -66,61 +64,40 @@ def create_train_state(model: nn.Module, optimizer: optax.GradientTransformation
   return jax.device_put(state, jax.local_devices()[0])
 
 
-def _masked_metrics(out: vae.MGVAEOutput, graph_mask: Array) -> dict[str, Array]:
-  """Means over real graphs: [] for per-graph terms, [levels] for per-level ones."""
-  gm = graph_mask.astype(jnp.float32)  # [B]
-  count = jnp.maximum(gm.sum(), 1.0)
-
-  def mean(x):  # [B] or [B, levels]; where, not *, so a NaN in a padding graph cannot leak in
-    m = gm.reshape(gm.shape + (1,) * (x.ndim - 1))
-    return jnp.where(m > 0, x, 0.0).sum(0) / count
-
-  return {"loss": mean(out.loss), "edge": mean(out.edge), "edge_type": mean(out.edge_type), "node": mean(out.node),
-          "reconstruction": mean(out.reconstruction), "kl": mean(out.kl), "balanced_cut": mean(out.balanced_cut)}
-
-
 def _tree_all_finite(tree) -> Array:
   leaves = [jnp.isfinite(x).all() for x in jax.tree_util.tree_leaves(tree)]
   return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
-def make_train_step(model: vae.MGVAE, optimizer: optax.GradientTransformation, *, edge_pos_weight: float,
-                    temperature_fn: Optional[Callable[[Array], Array]] = None, mesh: Optional[Mesh] = None) -> StepFn:
-  """A jitted `step_fn(state, batch, graph_mask [B]) -> (state, metrics)`.
+LossFn = Callable[[Any, Any, Array, Array], tuple[Array, dict[str, Array]]]
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, mesh: Optional[Mesh] = None,
+                    shard_inputs: bool = True) -> StepFn:
+  """A jitted `step_fn(state, inputs) -> (state, metrics)`: one guarded optimizer step on `loss_fn`.
 
   Args:
-    model: the MGVAE.
-    optimizer: an optax transformation (the one `create_train_state` initialised opt_state with).
-    edge_pos_weight: positive-class weight of the edge BCE (vae.edge_pos_weight of the training data).
-    temperature_fn: step [] int32 -> Gumbel-softmax temperature (jnp-traceable); default a constant 1.
-    mesh: a data mesh (training/sharding.py): the step then takes the batch sharded over its "data" axis and keeps
-      the state replicated; XLA all-reduces the gradients. None: whatever placement the inputs have.
+    loss_fn: `(params, inputs, key, step) -> (loss [], metrics)`; key is this step's PRNG key, step the number of
+      steps taken before it ([] int32: for schedules such as a Gumbel temperature).
+    optimizer: the optax transformation `create_train_state` initialised opt_state with.
+    mesh: a data mesh (sharding.data_mesh): state replicated over it; every leaf of `inputs` split on its leading axis
+      over the "data" axis (`shard_inputs`) or replicated (a single full graph); XLA all-reduces the gradients.
+      None: whatever placement the inputs have.
 
   Returns:
-    step_fn. metrics: loss/edge/edge_type/node [], reconstruction/kl/balanced_cut [levels] (means over real graphs),
-    finite [] bool, step (after the update), nonfinite_in_a_row, nonfinite_total.
+    step_fn; metrics: loss_fn's, plus finite [] bool, step (after the update), nonfinite_in_a_row, nonfinite_total.
   """
-
-  def loss_fn(params, batch, graph_mask, rngs, temperature):
-    out = model.apply({"params": params}, batch, train=True, edge_pos_weight=edge_pos_weight,
-                      temperature=temperature, rngs=rngs)
-    count = jnp.maximum(graph_mask.sum(), 1).astype(jnp.float32)
-    loss = jnp.where(graph_mask, out.loss, 0.0).sum() / count
-    return loss, _masked_metrics(out, graph_mask)
-
   if mesh is None:
     jit = jax.jit
   else:
-    rep, data = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-    jit = functools.partial(jax.jit, in_shardings=(rep, data, data), out_shardings=(rep, rep))
+    rep = sharding.replicated(mesh)
+    data = sharding.batch_sharded(mesh) if shard_inputs else rep
+    jit = functools.partial(jax.jit, in_shardings=(rep, data), out_shardings=(rep, rep))
 
   @jit
-  def step_fn(state: TrainState, batch: graphs.GraphBatch, graph_mask: Array):
+  def step_fn(state: TrainState, inputs):
     key = jax.random.fold_in(state.key, state.step)  # depends only on checkpointed state: resume is exact
-    k_gumbel, k_latent = jax.random.split(key)
-    temperature = 1.0 if temperature_fn is None else temperature_fn(state.step)
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, batch, graph_mask, {"gumbel": k_gumbel, "latent": k_latent}, temperature)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, inputs, key, state.step)
     new_state, guard = guarded_update(state, optimizer, loss, grads)
     return new_state, dict(metrics, **guard)
 
@@ -144,21 +121,6 @@ def guarded_update(state: TrainState, optimizer: optax.GradientTransformation, l
                             opt_state=keep(new_opt, state.opt_state), nonfinite_in_a_row=in_a_row,
                             nonfinite_total=total)
   return new_state, dict(finite=finite, step=new_state.step, nonfinite_in_a_row=in_a_row, nonfinite_total=total)
-
-
-def make_eval_step(model: vae.MGVAE, *, edge_pos_weight: float
-                   ) -> Callable[[Any, graphs.GraphBatch, Array], dict[str, Array]]:
-  """A jitted `eval_fn(params, batch, graph_mask [B]) -> metrics` with train=False (posterior means, no sampling)."""
-
-  @jax.jit
-  def eval_fn(params, batch: graphs.GraphBatch, graph_mask: Array):
-    out = model.apply({"params": params}, batch, train=False, edge_pos_weight=edge_pos_weight)
-    metrics = _masked_metrics(out, graph_mask)
-    metrics["finite"] = jnp.isfinite(metrics["loss"])
-    metrics["num_graphs"] = graph_mask.sum().astype(jnp.int32)  # to weight means across batches
-    return metrics
-
-  return eval_fn
 
 
 def check_nonfinite(state: TrainState, max_in_a_row: int) -> None:
