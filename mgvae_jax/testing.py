@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -114,3 +116,18 @@ def random_graph_batch(
     nodes *= mask[..., None]
     edges *= (mask[:, :, None] & mask[:, None, :])[..., None]
   return nodes, edges, mask
+
+
+def directory_snapshot(root: str) -> dict:
+  """Every file and folder under `root` by relative path: (mtime_ns, contents; None for a folder). Two equal
+  snapshots mean nothing under `root` was written, replaced, added or removed in between."""
+  out = {}
+  for here, dirs, files in os.walk(root):
+    for name in dirs + files:
+      path = os.path.join(here, name)
+      contents = None
+      if name in files:
+        with open(path, "rb") as f:
+          contents = f.read()
+      out[os.path.relpath(path, root)] = (os.stat(path).st_mtime_ns, contents)
+  return out

@@ -16,22 +16,9 @@ from experiments.configs import overrides
 from mgvae_jax import training
 from mgvae_jax.data import graph_datasets
 from mgvae_jax.data import registry
+from mgvae_jax import testing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _snapshot(workdir) -> dict:
-  """Every file and folder under `workdir`: (mtime_ns, contents; None for a folder), by relative path."""
-  out = {}
-  for root, dirs, files in os.walk(workdir):
-    for name in dirs + files:
-      path = os.path.join(root, name)
-      contents = None
-      if name in files:
-        with open(path, "rb") as f:
-          contents = f.read()
-      out[os.path.relpath(path, workdir)] = (os.stat(path).st_mtime_ns, contents)
-  return out
 
 
 @pytest.mark.parametrize("dataset,count,test_count", [("community_small", 100, 20), ("ego_small", 200, 40)])
@@ -119,20 +106,20 @@ def test_end_to_end_tiny_run_writes_metrics_and_picture(tmp_path):
   assert len(samples) == 40
   assert json.loads((tmp_path / "metrics.json").read_text())["num_test"] == 40
   # A rerun of the finished run returns its report and touches nothing.
-  before = _snapshot(tmp_path)
+  before = testing.directory_snapshot(tmp_path)
   assert graphgen.train_and_evaluate(config, str(tmp_path)) == json.loads((tmp_path / "metrics.json").read_text())
-  assert _snapshot(tmp_path) == before
+  assert testing.directory_snapshot(tmp_path) == before
 
 
 def test_rerun_with_another_config_is_refused_and_changes_nothing(tmp_path):
   config = graphgen_config.get_config("ego_small", "test")
   assert trainer.claim_workdir(config, str(tmp_path)) is None
   (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # a run under way
-  before = _snapshot(tmp_path)
+  before = testing.directory_snapshot(tmp_path)
   other = overrides.apply(config, ["train.num_steps=7"])
   with pytest.raises(training.ConfigMismatchError, match=r"train\.num_steps: 6 in the run, 7 now"):
     graphgen.train_and_evaluate(other, str(tmp_path))
-  assert _snapshot(tmp_path) == before
+  assert testing.directory_snapshot(tmp_path) == before
 
 
 def test_bad_flags_exit_with_a_message():

@@ -23,6 +23,7 @@ from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from markers import needs_qm9
 from mgvae_jax import training
+from mgvae_jax import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTEFACTS = ("config.json", "metrics.jsonl", "metrics.json", "samples.smi", "samples_uncorrected.smi",
@@ -46,19 +47,6 @@ def _restore_raw(workdir, step):
   path = os.path.join(workdir, "checkpoints", str(step), "state")
   with ocp.StandardCheckpointer() as ckpt:
     return ckpt.restore(path)
-
-
-def _snapshot(workdir):
-  """{relative path: (size, mtime_ns, sha256)} of every file under workdir."""
-  import hashlib  # pylint: disable=g-import-not-at-top
-  out = {}
-  for root, _, files in os.walk(workdir):
-    for name in files:
-      path = os.path.join(root, name)
-      st = os.stat(path)
-      out[os.path.relpath(path, workdir)] = (st.st_size, st.st_mtime_ns,
-                                             hashlib.sha256(open(path, "rb").read()).hexdigest())
-  return out
 
 
 def _flat(tree):
@@ -177,14 +165,14 @@ def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
 
   # A finished run is never clobbered: the same config returns its report and changes nothing; another config (even
   # only other evaluation settings) is refused naming the fields, with nothing changed on disk.
-  before = _snapshot(workdir)
+  before = testing.directory_snapshot(workdir)
   assert molgen.train_and_evaluate(config, workdir) == json.load(open(os.path.join(workdir, "metrics.json")))
   for other, field in ((dataclasses.replace(config, num_samples=5, compute_nspdk=False), "num_samples"),
                        (overrides.apply(config, ["train.num_steps=9"]), "train.num_steps"),
                        (molgen_config.get_config("qm9", "cpu"), "preset")):
     with pytest.raises(training.ConfigMismatchError, match=field):
       molgen.train_and_evaluate(other, workdir)
-  assert _snapshot(workdir) == before
+  assert testing.directory_snapshot(workdir) == before
   longer = config
 
   # The sampling binary on that run: the molecule level and a coarse level.

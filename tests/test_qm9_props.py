@@ -22,24 +22,11 @@ from mgvae_jax import training
 from mgvae_jax import vae
 from mgvae_jax.data import molecules
 from markers import needs_qm9
+from mgvae_jax import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Sizes 3 to 9 heavy atoms, a ring, a charge, a triple bond: QM9-like molecules with "no atom" slots to spare.
 SMILES = ["CCO", "C1CC1C#N", "OC1=NC=CN1", "C[NH3+]", "CC(C)(C)C(=O)OC", "FC(F)(F)C1CCO1", "N#CC1=CC=CC=C1C"]
-
-
-def _snapshot(workdir) -> dict:
-  """Every file and folder under `workdir`: (mtime_ns, contents; None for a folder), by relative path."""
-  out = {}
-  for root, dirs, files in os.walk(workdir):
-    for name in dirs + files:
-      path = os.path.join(root, name)
-      contents = None
-      if name in files:
-        with open(path, "rb") as f:
-          contents = f.read()
-      out[os.path.relpath(path, workdir)] = (os.stat(path).st_mtime_ns, contents)
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -266,9 +253,9 @@ def test_end_to_end_writes_metrics(tmp_path):
   assert records[-1]["phase"] == "eval" and "mae_U0" in records[-1]
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(config.train.num_steps)))
   # A rerun of the finished run returns its report and touches nothing.
-  before = _snapshot(workdir)
+  before = testing.directory_snapshot(workdir)
   assert qm9_props.train_and_evaluate(config, workdir, io.StringIO()) == saved
-  assert _snapshot(workdir) == before
+  assert testing.directory_snapshot(workdir) == before
 
 
 def test_rerun_with_another_config_is_refused_and_changes_nothing(tmp_path):
@@ -276,10 +263,10 @@ def test_rerun_with_another_config_is_refused_and_changes_nothing(tmp_path):
   workdir = str(tmp_path)
   assert trainer.claim_workdir(config, workdir) is None
   (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # a run under way
-  before = _snapshot(workdir)
+  before = testing.directory_snapshot(workdir)
   other = overrides.apply(config, ["train.seed=1", "head_epochs=4"])
   with pytest.raises(training.ConfigMismatchError, match=r"2 field\(s\) differ") as error:
     qm9_props.train_and_evaluate(other, workdir, io.StringIO())
   assert "head_epochs: 3 in the run, 4 now" in str(error.value)
   assert "train.seed: 0 in the run, 1 now" in str(error.value)
-  assert _snapshot(workdir) == before
+  assert testing.directory_snapshot(workdir) == before
