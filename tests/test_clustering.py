@@ -93,8 +93,8 @@ def test_straight_through_forward_is_hard_and_gradient_is_soft():
   np.testing.assert_array_equal(a[4:], 0)
   np.testing.assert_array_equal(np.asarray(clus.ids)[4:], 3)
   np.testing.assert_array_equal(np.asarray(clus.ids)[:4], np.argmax(np.asarray(logits + noise), -1)[:4])
-  grad = jax.grad(lambda l: clustering.balanced_cut_kl(
-      clustering.straight_through_assignment(l, mask, noise, 0.5).assignment, mask))(logits)
+  grad = jax.jit(jax.grad(lambda l: clustering.balanced_cut_kl(
+      clustering.straight_through_assignment(l, mask, noise, 0.5).assignment, mask)))(logits)
   assert np.abs(np.asarray(grad[:4])).max() > 0, "straight-through gradient must reach the logits"
   np.testing.assert_array_equal(np.asarray(grad[4:]), 0)
 
@@ -118,20 +118,21 @@ def test_learned_clustering_module(order):
   x, e, m = testing.random_graph_batch(rng, [5, 3], 7, node_dim=3, edge_dim=2)
   x, e, m = jnp.asarray(x), jnp.asarray(e), jnp.asarray(m)
   module = clustering.LearnedClustering(num_clusters=3, order=order, features=8)
-  params = module.init({"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1)}, x, e, m, train=True)
-  eval1, logits = module.apply(params, x, e, m, train=False)
-  eval2, _ = module.apply(params, x, e, m, train=False)
+  params = jax.jit(lambda x, e, m: module.init({"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1)},
+                                               x, e, m, train=True))(x, e, m)
+  evaluate = jax.jit(lambda p, x, e, m: module.apply(p, x, e, m, train=False))
+  eval1, logits = evaluate(params, x, e, m)
+  eval2, _ = evaluate(params, x, e, m)
   np.testing.assert_array_equal(eval1.ids, eval2.ids)  # deterministic without the rng
   np.testing.assert_array_equal(np.asarray(eval1.ids)[~np.asarray(m)], 3)  # padded: no cluster
   assert np.all(np.asarray(eval1.assignment)[~np.asarray(m)] == 0)
-  train, _ = module.apply(params, x, e, m, train=True, rngs={"gumbel": jax.random.PRNGKey(5)})
-  np.testing.assert_array_equal(np.asarray(train.ids)[~np.asarray(m)], 3)
 
   def loss(p):
     clus, _ = module.apply(p, x, e, m, train=True, rngs={"gumbel": jax.random.PRNGKey(5)})
-    return jax.vmap(clustering.balanced_cut_kl)(clus.assignment, m).sum()
+    return jax.vmap(clustering.balanced_cut_kl)(clus.assignment, m).sum(), clus
 
-  grads = jax.grad(loss)(params)
+  (_, train), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+  np.testing.assert_array_equal(np.asarray(train.ids)[~np.asarray(m)], 3)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.abs(np.asarray(g)).max() > 0, f"no straight-through gradient at {jax.tree_util.keystr(path)}"
 
@@ -162,8 +163,9 @@ def test_norm_spreads_nodes_that_share_a_common_component():
   used = {}
   for norm in (False, True):
     module = clustering.LearnedClustering(num_clusters=k, features=16, layers=1, norm=norm)
-    params = module.init({"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1)}, x, e, m, train=False)
-    clus, _ = module.apply(params, x, e, m, train=False)
+    params = jax.jit(lambda x, e, m: module.init({"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1)},
+                                                 x, e, m, train=False))(x, e, m)
+    clus, _ = jax.jit(lambda p, x, e, m: module.apply(p, x, e, m, train=False))(params, x, e, m)
     used[norm] = len(np.unique(np.asarray(clus.ids)))
   assert used[False] <= 2 and used[True] >= k // 2, used
 

@@ -76,11 +76,14 @@ def _bind_module(module, takes, batch):
   return fn, params
 
 
+_INIT_PARAMS = {}  # name -> the module's parameters initialised on _INIT_BATCH (filled by _all_cases)
+
+
 def _all_cases():
   """(name, fn(a, x, e, m), out_order) with module parameters initialised once; each fn jitted once."""
   cases = [(name, jax.jit(fn), order) for name, fn, order in _pure_cases()]
   for name, module, takes in _module_cases():
-    fn, _ = _bind_module(module, takes, _INIT_BATCH)
+    fn, _INIT_PARAMS[name] = _bind_module(module, takes, _INIT_BATCH)
     cases.append((name, jax.jit(fn), _OUT_ORDER[name]))
   return cases
 
@@ -182,7 +185,7 @@ def test_no_padding_matches_padded(name, fn, out_order, n):
 @hypothesis.settings(max_examples=10)
 def test_module_gradients_finite(name, module, takes, shape, seed):
   batch = _batch(seed, *shape)
-  _, params = _bind_module(module, takes, _INIT_BATCH)
+  params = _INIT_PARAMS[name]  # what _bind_module(module, takes, _INIT_BATCH) gives, initialised once per module
   grads = _GRAD_FNS[name](params, batch)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.all(np.isfinite(np.asarray(g))), f"non-finite gradient at {jax.tree_util.keystr(path)}"
@@ -203,11 +206,11 @@ def test_every_parameter_gets_a_gradient(name, module, takes):
   """No dead parameters: on a generic batch every parameter leaf has a non-zero gradient."""
   batch = _batch(7, [5, 6], 8)
   _, params = _bind_module(module, takes, batch)
-  target = jax.random.normal(jax.random.PRNGKey(1), module.apply(
-      params, *[{"a": batch[0], "x": batch[1], "e": batch[2]}[t] for t in takes], batch[3]).shape)
+  target = jax.random.normal(jax.random.PRNGKey(1), jax.eval_shape(lambda p: module.apply(
+      p, *[{"a": batch[0], "x": batch[1], "e": batch[2]}[t] for t in takes], batch[3]), params).shape)
   loss = lambda p: jnp.sum((module.apply(p, *[{"a": batch[0], "x": batch[1], "e": batch[2]}[t] for t in takes],
                                          batch[3]) - target) ** 2)
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert np.abs(np.asarray(g)).max() > 0, f"{name}: zero gradient at {jax.tree_util.keystr(path)}"
 

@@ -143,20 +143,21 @@ def test_model_is_permutation_equivariant(score):
   """Eval-mode embeddings permute with the nodes (learned clustering, exact slots: nothing can overflow)."""
   model, g = _model_and_graph(score)
   rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
-  params = model.init(rngs, g, train=True)["params"]
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
   perm = np.random.default_rng(0).permutation(g.pad_size)
   gp = graphs.GraphBatch(nodes=g.nodes[:, perm], edges=g.edges[:, perm][:, :, perm], mask=g.mask)
-  e = model.apply({"params": params}, g, train=False).embedding[0]
-  ep = model.apply({"params": params}, gp, train=False).embedding[0]
+  embed = jax.jit(lambda p, g: model.apply({"params": p}, g, train=False).embedding[0])
+  e = embed(params, g)
+  ep = embed(params, gp)
   np.testing.assert_allclose(ep, e[perm], rtol=1e-4, atol=1e-5)
 
 
 def test_model_loss_terms_and_overflow():
   model, g = _model_and_graph(capacity=(2, 1))  # far below the clusters' sizes: most nodes overflow
   rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
-  params = model.init(rngs, g, train=True)["params"]
-  out = model.apply({"params": params}, g, train=True, rngs={"gumbel": jax.random.PRNGKey(3),
-                                                              "latent": jax.random.PRNGKey(4)})
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
+  out = jax.jit(lambda p, g: model.apply({"params": p}, g, train=True, rngs={"gumbel": jax.random.PRNGKey(3),
+                                                                           "latent": jax.random.PRNGKey(4)}))(params, g)
   assert out.reconstruction.shape == out.kl.shape == out.balanced_cut.shape == (1, 2)
   assert int(out.num_overflow[0, 0]) >= 18 - 3 * 2
   assert np.isfinite(float(out.loss[0]))
