@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Optional, TextIO
 import jax
 from jax.sharding import Mesh
 
+from mgvae_jax.data import files
 from mgvae_jax.training import checkpoint
 from mgvae_jax.training import progress as progress_lib
 from mgvae_jax.training import rundir
@@ -47,8 +48,7 @@ def read_records(path: str, upto: int) -> list[dict]:
   """The JSON-lines records of `path` with step <= upto ([] if there is no file)."""
   if not os.path.exists(path):
     return []
-  with open(path, "rb") as f:
-    lines = f.read().decode("utf-8").splitlines()
+  lines = files.read_text(path, "evaluation records (JSON lines)").splitlines()
   return [r for r in (json.loads(line) for line in lines if line.strip()) if r["step"] <= upto]
 
 

@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 
 import jax
 
+from mgvae_jax.data import files
+
 CONFIG = "config.json"
 REPORT = "metrics.json"
 # Dotted config paths that do not change a run's results: a rerun may differ in them.
@@ -65,9 +67,8 @@ def claim(workdir: str, config: dict, ignore: Sequence[str] = RUN_CONTROL) -> bo
     raise ConfigMismatchError(f"{path} is a directory, not a config file")
   if os.path.exists(path):
     try:
-      with open(path, "rb") as f:
-        old = json.loads(f.read().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+      old = files.read_json(path, "run config JSON")
+    except (OSError, ValueError) as exc:
       raise ConfigMismatchError(
           f"{path} cannot be read ({type(exc).__name__}: {exc}), so the run in {workdir} cannot be checked against "
           f"this config; nothing was changed. Use another --workdir, or repair or remove that file.") from exc
@@ -91,8 +92,7 @@ def finished_report(workdir: str) -> Optional[dict]:
   path = os.path.join(workdir, REPORT)
   if not os.path.isfile(path):
     return None
-  with open(path, "rb") as f:
-    return json.loads(f.read().decode("utf-8"))
+  return files.read_json(path, "run metrics JSON")
 
 
 def _short(value: Any) -> str:
