@@ -69,7 +69,7 @@ def _graph(citation: planetoid.Citation, adjacency: np.ndarray) -> graphs.GraphB
 
 def fixed_ids(config: LinkpredConfig, citation: planetoid.Citation, adjacency: np.ndarray, seed: int):
   """Given ids per level ([1, N_l] each) for a fixed clustering of the training graph; None for a learned one."""
-  if config.clustering == "learned":
+  if config.clustering in ("learned", "none"):
     return None
   ids = fixed_clustering.fixed_hierarchy(
       adjacency, np.ones(citation.num_nodes, bool), config.model.mgn.num_clusters, config.clustering,
@@ -90,14 +90,15 @@ def make_steps(config: LinkpredConfig, mesh):
     out = model.apply({"params": params}, graph, train=True, temperature=temperature(step), given_ids=given,
                       rngs={"gumbel": k_gumbel, "latent": k_latent})
     metrics = {"loss": out.loss[0], "edge": out.reconstruction[0, 0], "kl": out.kl[0],
-               "balanced_cut": out.balanced_cut[0], "num_overflow": out.num_overflow[0]}
+               "balanced_cut": out.balanced_cut[0], "edge_cut": out.edge_cut[0], "num_overflow": out.num_overflow[0]}
     return out.loss.sum(), metrics
 
   @jax.jit
   def eval_step(params, graph: graphs.GraphBatch, given, pairs: dict):
     out = model.apply({"params": params}, graph, train=False, given_ids=given)
     scores = {name: link_prediction.pair_scores(out.embedding[0], p) for name, p in pairs.items()}  # float32 each
-    return scores, out.cluster_ids[0][0], out.num_overflow[0]
+    bottom = out.cluster_ids[0][0] if out.cluster_ids else None  # [N]; None without a hierarchy
+    return scores, bottom, out.num_overflow[0], out.edge_cut[0]
 
   return model, optimizer, training.make_train_step(loss_fn, optimizer, mesh, shard_inputs=False), eval_step
 
@@ -138,10 +139,14 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
   if not records:
     raise RuntimeError(f"seed {seed}: no evaluation records in {workdir}")
   best = max(records, key=lambda r: (r["val"]["auc"], -r["step"]))  # the earliest of equal validation AUCs
-  _, bottom_ids, overflow = jax.device_get(eval_step(result.state.params, graph, given, pairs))
+  _, bottom_ids, overflow, edge_cut = jax.device_get(eval_step(result.state.params, graph, given, pairs))
+  balance = None  # no hierarchy: no clusters
+  if config.model.hierarchy:
+    # Tables 7-8's sizes, and the share of the training graph's edges that run between bottom-level clusters.
+    balance = dict(link_metrics.cluster_balance(np.asarray(bottom_ids), config.model.mgn.num_clusters[0]),
+                   edge_cut=float(edge_cut[0]))
   out = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"], "final": records[-1],
-         "balance": link_metrics.cluster_balance(np.asarray(bottom_ids), config.model.mgn.num_clusters[0]),
-         "num_overflow": [int(x) for x in overflow], "seconds_per_epoch": result.summary["seconds_per_step"],
+         "balance": balance, "num_overflow": [int(x) for x in overflow], "seconds_per_epoch": result.summary["seconds_per_step"],
          "nonfinite_steps_total": result.summary["nonfinite_steps_total"]}
   out = training.progress.to_json(out)
   training.rundir.write_json(result_path, out)
@@ -172,8 +177,10 @@ def train_and_evaluate(config: LinkpredConfig, workdir: str, stream: Optional[Te
       "dataset": config.dataset, "clustering": config.clustering, "preset": config.preset,
       "test": {m: trainer.mean_std([r["test"][m] for r in results]) for m in ("auc", "ap")},
       "val": {m: trainer.mean_std([r["val"][m] for r in results]) for m in ("auc", "ap")},
-      "balance": {k: trainer.mean_std([r["balance"][k] for r in results]) for k in ("min", "max", "std", "kl")},
-      "num_overflow_bottom": trainer.mean_std([r["num_overflow"][0] for r in results]),
+      "balance": ({k: trainer.mean_std([r["balance"][k] for r in results])
+                   for k in ("min", "max", "std", "kl", "edge_cut")} if config.model.hierarchy else None),
+      "num_overflow_bottom": (trainer.mean_std([r["num_overflow"][0] for r in results])
+                              if config.model.hierarchy else None),
       "seconds_per_epoch": trainer.mean_std(timed) if timed else None,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "seeds": results,
@@ -188,9 +195,11 @@ def format_table(report: dict) -> str:
   """AUC / AP in percent (mean ± std over seeds) and the bottom level's balanced-cut statistics, as markdown."""
   t, b = report["test"], report["balance"]
   pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
-  lines = ["| data set | clustering | AUC | AP | min | max | std | KL |", "|---|---|---|---|---|---|---|---|",
-           f"| {report['dataset']} | {report['clustering']} | {pct(t['auc'])} | {pct(t['ap'])} | "
-           f"{b['min']['mean']:.0f} | {b['max']['mean']:.0f} | {b['std']['mean']:.2f} | {b['kl']['mean']:.3f} |"]
+  cuts = (f"{b['min']['mean']:.0f} | {b['max']['mean']:.0f} | {b['std']['mean']:.2f} | {b['kl']['mean']:.3f} | "
+          f"{100 * b['edge_cut']['mean']:.1f} %" if b else "– | – | – | – | –")  # no hierarchy (VGAE): no clusters
+  lines = ["| data set | clustering | AUC | AP | min | max | std | KL | edges cut |",
+           "|---|---|---|---|---|---|---|---|---|",
+           f"| {report['dataset']} | {report['clustering']} | {pct(t['auc'])} | {pct(t['ap'])} | {cuts} |"]
   return "\n".join(lines)
 
 
@@ -209,7 +218,8 @@ def define_flags() -> None:
   """Flags, defined only when run as a program (importing this module defines none)."""
   flags.DEFINE_enum("dataset", "cora", linkpred_config.DATASETS, "Citation graph (synthetic: a planted partition).")
   flags.DEFINE_enum("clustering", "learned", linkpred_config.CLUSTERINGS,
-                    "learned (learning to cluster), or the fixed spectral / kmeans baselines of section 5.3.")
+                    "learned (learning to cluster), the fixed spectral / kmeans baselines of section 5.3, or none: "
+                    "no hierarchy, i.e. VGAE at the same sizes.")
   flags.DEFINE_enum("preset", "cpu", linkpred_config.PRESETS,
                     "cpu: the paper's model, fewer epochs; paper: section 5.3's settings; test: seconds.")
   flags.DEFINE_string("workdir", None, "Output and checkpoint directory; default runs/linkpred_<dataset>_<clustering>, "

@@ -82,6 +82,22 @@ def balanced_cut_kl(assignment: Array, mask: Array) -> Array:
   return jnp.sum(jnp.where(p > 0, p * (jnp.log(safe) + jnp.log(float(k))), 0.0))
 
 
+def edge_cut(assignment: Array, adjacency: Array, mask: Array) -> Array:
+  """The share of the graph's edge weight that runs between clusters: 1 - sum_ij A_ij pi_i . pi_j / sum_ij A_ij.
+
+  assignment [N, K] (hard, or straight-through: the gradient then moves a node towards its neighbours' clusters),
+  adjacency [N, N] (weights >= 0, off-diagonal read), mask [N] -> scalar in [0, 1]; 0 when every edge stays inside
+  a cluster or the graph has no edge. Eq. 2 balances cluster sizes only; this term makes clusters follow the edges.
+  """
+  n = adjacency.shape[0]
+  pm = equivariant.pair_mask(mask) & ~jnp.eye(n, dtype=bool)
+  a = jnp.where(pm, adjacency, 0.0).astype(assignment.dtype)
+  pi = assignment * mask[:, None].astype(assignment.dtype)
+  total = a.sum()
+  inside = jnp.sum(pi * (a @ pi))
+  return jnp.where(total > 0, 1.0 - inside / jnp.where(total > 0, total, 1.0), 0.0)
+
+
 def coarsen(adjacency: Array, clustering: Clustering, mask: Array) -> Array:
   """Definition 3.2: the K x K weighted adjacency of the coarse graph, from Pi^T A Pi.
 

@@ -7,9 +7,13 @@ The whole graph is one padded graph (B = 1 in practice, any B works). Data flow,
                    once), local second-order encoders on each cluster's padded slots [B, K, C, C, .], pooling and
                    coarsening; per level the level's node features x_l and local latents u_l [B, N_l, .]
   posterior:       per level q(z_l) = N(mu_l, diag sigma_l^2) from Dense heads on [x_l || u_l]     [B, N_l, d]
+  (heads="gcn": the finest level's heads read A_hat [x || u], one more propagation over the training graph)
   decoder:         per level logits z_l z_l^T against the level's adjacency (A > 0), weighted BCE
   link scores:     finest: z_i . z_j with z = mu_L; multiresolution: the same on [z_L || z_{L-1}[parent] || ...],
                    i.e. the sum over levels of the inner products of i's and j's ancestors (trained that way too)
+
+hierarchy=False drops the MGN: one level whose posterior reads the input encoder's h. With heads="gcn" that is VGAE
+(Kipf & Welling 2016): mean = A_hat relu(A_hat X W0) W1, the baseline for every hierarchy.
 
 Why the posterior reads [x_l || u_l] and not the local latents alone: with a capacity C per cluster (needed at Cora's
 size; N x N x channels at the finest level would not fit), a node whose cluster is over capacity has no local latent
@@ -19,7 +23,8 @@ cluster (Table 7's spectral baseline: one cluster of 2,020 of 2,708 nodes) there
 not to garbage.
 
 Loss per graph: finest BCE + coarse_weight * sum of coarse BCEs + kl_weight * sum_l KL_l / N_l^2 (VGAE's scaling:
-the mean per-node KL divided by N) + cut_weight * sum_l balanced cut (eq. 2, learned clustering only).
+the mean per-node KL divided by N) + cut_weight * sum_l balanced cut (eq. 2, learned clustering only) +
+edge_cut_weight * sum_l edge cut (the share of edges between clusters, learned clustering only).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from mgvae_jax import mgn as mgn_lib
 Array = jnp.ndarray
 
 SCORES = ("finest", "multiresolution")
+HEADS = ("dense", "gcn")
 
 
 def default_capacity(num_nodes: int, num_clusters: Sequence[int], factor: float = 2.0, minimum: int = 8
@@ -61,8 +67,17 @@ class LinkPredictionConfig:
   input_features: int = 64
   latent_dim: int = 128
   score: str = "finest"
+  # False: no hierarchy at all, which is VGAE (Kipf & Welling 2016) with heads="gcn": GCN input layers, then GCN
+  # mean and scale heads, inner-product decoder. The baseline every hierarchy is measured against.
+  hierarchy: bool = True
+  # The finest level's posterior heads: "dense" reads each node's [x || u] alone; "gcn" propagates once more over the
+  # training graph first (A_hat [x || u] W, VGAE's second layer). Coarse levels' heads are always dense.
+  heads: str = "dense"
   kl_weight: float = 1.0
   cut_weight: float = 1.0
+  # Weight of the edge cut (clustering.edge_cut: the share of edges between clusters, on the noise-free
+  # straight-through assignment) of every learned level, beside eq. 2's balance: clusters that follow the graph.
+  edge_cut_weight: float = 0.0
   coarse_weight: float = 1.0
   init_scale: float = 0.1  # posterior sigma at initialisation
 
@@ -70,12 +85,16 @@ class LinkPredictionConfig:
     if self.mgn.posterior != "none":
       raise ValueError("LinkPredictionConfig.mgn.posterior must be 'none': the hierarchy is deterministic and "
                        "LinkMGVAE owns the per-level posteriors")
+    if self.heads not in HEADS:
+      raise ValueError(f"LinkPredictionConfig.heads must be one of {HEADS}, got {self.heads!r}")
+    if not self.hierarchy and self.score != "finest":
+      raise ValueError("LinkPredictionConfig.score='multiresolution' needs the hierarchy (hierarchy=True)")
     if self.score not in SCORES:
       raise ValueError(f"LinkPredictionConfig.score must be one of {SCORES}, got {self.score!r}")
     if self.input_layers < 0 or self.input_features < 1 or self.latent_dim < 1:
       raise ValueError(f"LinkPredictionConfig needs input_layers >= 0, input_features >= 1, latent_dim >= 1, got "
                        f"{self.input_layers}, {self.input_features}, {self.latent_dim}")
-    for name in ("kl_weight", "cut_weight", "coarse_weight"):
+    for name in ("kl_weight", "cut_weight", "coarse_weight", "edge_cut_weight"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"LinkPredictionConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -125,10 +144,11 @@ class LinkOutput:
   reconstruction: Array  # [B, levels] BCE per level (finest first)
   kl: Array  # [B, levels] KL_l (not yet divided by N_l^2)
   balanced_cut: Array  # [B, levels]
+  edge_cut: Array  # [B, levels] share of each level's edges between its clusters (hard assignment)
   num_overflow: Array  # [B, levels] nodes over their cluster's capacity
   embedding: Array  # [B, N, d or levels d] what pair_scores reads (posterior means when not training)
-  cluster_ids: tuple  # per level [B, N_l] int32
-  hierarchy: mgn_lib.MGNOutput
+  cluster_ids: tuple  # per level [B, N_l] int32 (empty without a hierarchy)
+  hierarchy: Optional[mgn_lib.MGNOutput]  # None without a hierarchy
 
 
 class GCNLayer(nn.Module):
@@ -155,13 +175,15 @@ def _level_bce(logits: Array, adjacency: Array, mask: Array) -> Array:
   return mgn_lib.masked_bce(logits, target, pm, pos_weight, axes=(1, 2))
 
 
-def _noise_free_cut(level: mgn_lib.LevelOutput, temperature: float | Array) -> Array:
-  """Eq. 2 on the argmax assignment (softmax gradient) of a learned clustering's logits, per graph [B]."""
-  if level.cluster_logits is None:  # a one-cluster level: nothing to balance
-    return jnp.zeros(level.mask.shape[:1], level.latents.dtype)
+def _noise_free_cuts(level: mgn_lib.LevelOutput, temperature: float | Array) -> tuple[Array, Array]:
+  """Eq. 2 and the edge cut on the argmax assignment (softmax gradient) of a learned clustering's logits: 2 x [B]."""
+  if level.cluster_logits is None:  # a one-cluster level: nothing to balance or cut
+    zero = jnp.zeros(level.mask.shape[:1], level.latents.dtype)
+    return zero, zero
   hard = jax.vmap(lambda x, m: clustering_lib.straight_through_assignment(x, m, None, temperature).assignment)(
       level.cluster_logits, level.mask)  # [B, N, K]
-  return jax.vmap(clustering_lib.balanced_cut_kl)(hard, level.mask)
+  return (jax.vmap(clustering_lib.balanced_cut_kl)(hard, level.mask),
+          jax.vmap(clustering_lib.edge_cut)(hard, level.edges.sum(-1), level.mask))
 
 
 class LinkMGVAE(nn.Module):
@@ -186,12 +208,17 @@ class LinkMGVAE(nn.Module):
     if cfg.input_layers == 0:
       h = nn.Dense(cfg.input_features, kernel_init=nn.initializers.glorot_uniform(), name="project")(h)
       h = h * mask[..., None].astype(h.dtype)
-    out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h), train=train, temperature=temperature,
-                                           given_ids=given_ids)
+    if cfg.hierarchy:
+      out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h), train=train, temperature=temperature,
+                                             given_ids=given_ids)
+      levels = [(lv.mask, jnp.concatenate([lv.nodes, lv.latents], axis=-1)) for lv in out.levels]  # [B, N_l, F_l + d]
+    else:
+      out, levels = None, [(mask, h)]
     latents, recon, kls = [], [], []
-    for i, lv in enumerate(out.levels):
-      m = lv.mask[..., None].astype(lv.latents.dtype)
-      x = jnp.concatenate([lv.nodes, lv.latents], axis=-1)  # [B, N_l, F_l + d_local]
+    for i, (level_mask, x) in enumerate(levels):
+      m = level_mask[..., None].astype(x.dtype)
+      if i == 0 and cfg.heads == "gcn":
+        x = jnp.einsum("bij,bjc->bic", a_hat, x)  # A_hat x W = (A_hat x) W: VGAE's second GCN layer
       mean = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.glorot_uniform(), name=f"mean_{i}")(x) * m
       raw = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.normal(0.01),
                      bias_init=nn.initializers.constant(np.log(np.expm1(cfg.init_scale))), name=f"scale_{i}")(x)
@@ -199,30 +226,41 @@ class LinkMGVAE(nn.Module):
       z = mean
       if train:
         eps = jax.random.normal(self.make_rng("latent"), mean.shape, mean.dtype)
-        z = jax.vmap(distributions.sample_diagonal)(mean, scale, lv.mask, eps)
+        z = jax.vmap(distributions.sample_diagonal)(mean, scale, level_mask, eps)
       latents.append(z)
-      kls.append(jax.vmap(distributions.standard_normal_kl_diagonal)(mean, jnp.where(m > 0, scale, 1.0), lv.mask))
-    ids = [lv.clustering.ids for lv in out.levels]
+      kls.append(jax.vmap(distributions.standard_normal_kl_diagonal)(mean, jnp.where(m > 0, scale, 1.0), level_mask))
+    ids = [lv.clustering.ids for lv in out.levels] if cfg.hierarchy else []
     if cfg.score == "multiresolution":
       embedding = jax.vmap(multiresolution_embedding)(latents, ids)  # [B, N, levels d]
     else:
       embedding = latents[0]
     # Finest level: the link scores' own logits; coarse levels: their latents against the coarsened adjacency.
     recon.append(_level_bce(jax.vmap(decoders.dot_product_logits)(embedding, mask), adjacency, mask))
-    for lv, z in zip(out.levels[1:], latents[1:]):
+    for lv, z in zip(out.levels[1:] if cfg.hierarchy else [], latents[1:]):
       recon.append(_level_bce(jax.vmap(decoders.dot_product_logits)(z, lv.mask), lv.edges.sum(-1), lv.mask))
     recon = jnp.stack(recon, -1)  # [B, levels]
     kl = jnp.stack(kls, -1)  # [B, levels]
-    sizes = jnp.stack([lv.mask.sum(-1) for lv in out.levels], -1).astype(kl.dtype)  # [B, levels]
-    cut = out.balanced_cut
-    if cfg.mgn.clustering != "learned":
-      cut = jnp.zeros_like(cut)  # a fixed clustering has nothing to learn; reported by the caller's statistics
+    sizes = jnp.stack([level_mask.sum(-1) for level_mask, _ in levels], -1).astype(kl.dtype)  # [B, levels]
+    if not cfg.hierarchy:
+      cut = balanced_cut = edge_cut = jnp.zeros(mask.shape[:1] + (0,), kl.dtype)  # [B, 0]: no clustering
+      num_overflow = jnp.zeros(mask.shape[:1] + (0,), jnp.int32)
+    elif cfg.mgn.clustering != "learned":
+      balanced_cut, num_overflow = out.balanced_cut, out.num_overflow
+      edge_cut = jnp.stack([jax.vmap(clustering_lib.edge_cut)(lv.clustering.assignment, lv.edges.sum(-1), lv.mask)
+                            for lv in out.levels], -1)
+      cut = jnp.zeros_like(balanced_cut)  # a fixed clustering has nothing to learn; reported by the caller's statistics
     else:
+      balanced_cut, num_overflow = out.balanced_cut, out.num_overflow
       # Eq. 2 on the noise-free assignment as well (argmax forward, softmax gradient): with K = 128 the Gumbel noise
       # dominates small logits, so the noisy clusters are balanced by the noise alone while the argmax used at
       # evaluation put 2,000 of Cora's 2,708 nodes in one cluster.
-      cut = cut + jnp.stack([_noise_free_cut(lv, temperature) for lv in out.levels], -1)
+      noise_free = [_noise_free_cuts(lv, temperature) for lv in out.levels]
+      edge_cut = jnp.stack([e for _, e in noise_free], -1)  # [B, levels]
+      cut = balanced_cut + jnp.stack([b for b, _ in noise_free], -1)
     loss = (recon[:, 0] + cfg.coarse_weight * recon[:, 1:].sum(-1)
             + cfg.kl_weight * (kl / jnp.maximum(sizes, 1.0) ** 2).sum(-1) + cfg.cut_weight * cut.sum(-1))
-    return LinkOutput(loss=loss, reconstruction=recon, kl=kl, balanced_cut=out.balanced_cut,
-                      num_overflow=out.num_overflow, embedding=embedding, cluster_ids=tuple(ids), hierarchy=out)
+    if cfg.hierarchy and cfg.mgn.clustering == "learned":
+      loss = loss + cfg.edge_cut_weight * edge_cut.sum(-1)
+    return LinkOutput(loss=loss, reconstruction=recon, kl=kl, balanced_cut=balanced_cut,
+                      edge_cut=jax.lax.stop_gradient(edge_cut), num_overflow=num_overflow, embedding=embedding,
+                      cluster_ids=tuple(ids), hierarchy=out)

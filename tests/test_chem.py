@@ -107,6 +107,32 @@ def test_atom_order_does_not_depend_on_the_smiles_spelling():
   assert [plain.type_names[t] for t in types[:mol.GetNumAtoms()]] == [a.GetSymbol() for a in mol.GetAtoms()]
 
 
+@pytest.mark.parametrize("rank_order", ["canonical", "smiles"])
+def test_rank_features_are_a_function_of_the_molecule(rank_order):
+  """Any SMILES spelling of a molecule gives the same ranks; under "smiles" they are the canonical SMILES positions,
+  so most bonds join consecutive ranks."""
+  feat = chem.Featuriser("zinc", rank_features=True, rank_order=rank_order)
+  consecutive = bonds = 0
+  for smiles in (ASPIRIN, "CC(=O)Nc1c2n(c3ccccc13)C[C@](C)(C(=O)NC1CCCCC1)N(C1CCCCC1)C2=O"):
+    mol = Chem.MolFromSmiles(smiles)
+    n = mol.GetNumAtoms()
+    nodes, edges = feat.featurise(smiles)
+    for seed in range(3):
+      order = [int(k) for k in np.random.default_rng(seed).permutation(n)]
+      spelling = Chem.MolToSmiles(Chem.RenumberAtoms(mol, order), canonical=False)
+      other = feat.featurise(spelling)
+      np.testing.assert_array_equal(other[0], nodes, err_msg=spelling)
+      np.testing.assert_array_equal(other[1], edges, err_msg=spelling)
+    ranks = nodes[:n, -feat.max_nodes:].argmax(-1)
+    assert sorted(ranks) == list(range(n)) and not nodes[n:, -feat.max_nodes:].any()
+    i, j = np.nonzero(np.triu(edges.sum(-1)))
+    consecutive += int(np.sum(np.abs(ranks[i] - ranks[j]) == 1))
+    bonds += len(i)
+  assert (consecutive / bonds > 0.6) == (rank_order == "smiles"), consecutive / bonds
+  with pytest.raises(ValueError, match="rank_order"):
+    chem.Featuriser("zinc", rank_order="bfs")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Vocabulary and the 24 features.
 

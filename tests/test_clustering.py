@@ -81,6 +81,28 @@ def test_balanced_cut_kl_values():
   assert float(clustering.balanced_cut_kl(uneven.assignment, mask)) == pytest.approx(want, rel=1e-6)
 
 
+def test_edge_cut_values_and_gradient():
+  # Two triangles {0,1,2} and {3,4,5} joined by the edge 2-3, in 8 slots (2 padded, with garbage edges).
+  a = np.zeros((8, 8), np.float32)
+  for i, j in [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3), (6, 7), (0, 7)]:
+    a[i, j] = a[j, i] = 1.0
+  communities, mask = _partition([0, 0, 0, 1, 1, 1], 8, 2)
+  a = jnp.asarray(a)
+  assert float(clustering.edge_cut(communities.assignment, a, mask)) == pytest.approx(1 / 7, rel=1e-6)
+  slices, _ = _partition([0, 1, 0, 1, 0, 1], 8, 2)  # every triangle split: 5 of 7 edges cross
+  assert float(clustering.edge_cut(slices.assignment, a, mask)) == pytest.approx(5 / 7, rel=1e-6)
+  one, _ = _partition([0] * 6, 8, 2)
+  assert float(clustering.edge_cut(one.assignment, a, mask)) == pytest.approx(0.0, abs=1e-7)
+  assert float(clustering.edge_cut(one.assignment, jnp.zeros_like(a), mask)) == 0.0  # no edges: nothing cut
+  # Straight-through: the gradient moves node 2 (assigned alone to cluster 1) towards its neighbours' cluster 0.
+  logits = jnp.asarray(np.where(np.arange(2)[None, :] == np.array([0, 0, 1, 1, 1, 1, 0, 0])[:, None], 2.0, 0.0),
+                       jnp.float32)
+  grad = jax.grad(lambda x: clustering.edge_cut(
+      clustering.straight_through_assignment(x, mask).assignment, a, mask))(logits)
+  assert float(grad[2, 0]) < 0 < float(grad[2, 1])
+  assert not np.asarray(grad[6:]).any()  # padded slots get nothing
+
+
 def test_straight_through_forward_is_hard_and_gradient_is_soft():
   rng = np.random.default_rng(1)
   logits = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)

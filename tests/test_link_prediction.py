@@ -1,5 +1,6 @@
 """Link prediction (section 5.3): metrics, the fixed hierarchy, the LinkMGVAE model and the linkpred binary."""
 
+import dataclasses
 import json
 import os
 
@@ -123,7 +124,7 @@ def test_default_capacity():
   assert lp.default_capacity(10, (2,)) == (10,)  # never above the level size
 
 
-def _model_and_graph(score="finest", clustering="learned", capacity=None):
+def _model_and_graph(score="finest", clustering="learned", capacity=None, **kw):
   citation = planetoid.planted_partition(num_communities=3, community_size=6, seed=1)
   n = citation.num_nodes
   a = np.zeros((n, n), np.float32)
@@ -132,16 +133,18 @@ def _model_and_graph(score="finest", clustering="learned", capacity=None):
       mgn=mgn.MGNConfig(num_clusters=(3, 2), capacity=capacity, clustering=clustering, posterior="none",
                         local_decoder="none", pool_top=False, encoder_features=8, latent_dim=8, cluster_features=8,
                         pool_features=8),
-      input_features=8, latent_dim=6, score=score)
+      input_features=8, latent_dim=6, score=score, **kw)
   g = graphs.GraphBatch(nodes=jnp.asarray(citation.features)[None], edges=jnp.asarray(a)[None, ..., None],
                         mask=jnp.ones((1, n), bool))
   return lp.LinkMGVAE(cfg), g
 
 
-@pytest.mark.parametrize("score", lp.SCORES)
-def test_model_is_permutation_equivariant(score):
-  """Eval-mode embeddings permute with the nodes (learned clustering, exact slots: nothing can overflow)."""
-  model, g = _model_and_graph(score)
+@pytest.mark.parametrize("score,kw", [("finest", {}), ("multiresolution", {}), ("finest", {"heads": "gcn"}),
+                                      ("finest", {"hierarchy": False, "heads": "gcn"})])
+def test_model_is_permutation_equivariant(score, kw):
+  """Eval-mode embeddings permute with the nodes (learned clustering, exact slots: nothing can overflow), with dense
+  or GCN heads, and without a hierarchy (VGAE)."""
+  model, g = _model_and_graph(score, **kw)
   rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
   params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
   perm = np.random.default_rng(0).permutation(g.pad_size)
@@ -158,11 +161,36 @@ def test_model_loss_terms_and_overflow():
   params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
   out = jax.jit(lambda p, g: model.apply({"params": p}, g, train=True, rngs={"gumbel": jax.random.PRNGKey(3),
                                                                            "latent": jax.random.PRNGKey(4)}))(params, g)
-  assert out.reconstruction.shape == out.kl.shape == out.balanced_cut.shape == (1, 2)
+  assert out.reconstruction.shape == out.kl.shape == out.balanced_cut.shape == out.edge_cut.shape == (1, 2)
+  assert bool(((out.edge_cut >= 0) & (out.edge_cut <= 1)).all())
   assert int(out.num_overflow[0, 0]) >= 18 - 3 * 2
   assert np.isfinite(float(out.loss[0]))
   # Every node still has an embedding (from the level's own features): none is all zero.
   assert bool((jnp.abs(out.embedding[0]).sum(-1) > 0).all())
+  # The edge cut enters the loss with its weight (same noise, same parameters).
+  cut_model = lp.LinkMGVAE(dataclasses.replace(model.config, edge_cut_weight=0.5))
+  out2 = jax.jit(lambda p, g: cut_model.apply({"params": p}, g, train=True, rngs={"gumbel": jax.random.PRNGKey(3),
+                                                                                "latent": jax.random.PRNGKey(4)}))(params, g)
+  np.testing.assert_allclose(out2.loss, out.loss + 0.5 * out.edge_cut.sum(-1), rtol=1e-5)
+
+
+def test_without_a_hierarchy_the_model_is_vgae():
+  """hierarchy=False: no MGN parameters, one level; the mean is A_hat relu(A_hat X W0) W1 + b (two GCN layers)."""
+  model, g = _model_and_graph(hierarchy=False, heads="gcn")
+  rngs = {"params": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(2)}
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
+  assert set(params) == {"gcn_0", "mean_0", "scale_0"}
+  out = model.apply({"params": params}, g, train=False)
+  assert out.reconstruction.shape == out.kl.shape == (1, 1) and out.balanced_cut.shape == (1, 0)
+  assert out.cluster_ids == () and out.hierarchy is None
+  a_hat = lp.gcn_normalize(g.edges[0, ..., 0], g.mask[0])
+  h = jax.nn.relu(a_hat @ g.nodes[0] @ params["gcn_0"]["Dense_0"]["kernel"])
+  want = a_hat @ h @ params["mean_0"]["kernel"] + params["mean_0"]["bias"]
+  np.testing.assert_allclose(out.embedding[0], want, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="multiresolution"):
+    lp.LinkPredictionConfig(hierarchy=False, score="multiresolution")
+  with pytest.raises(ValueError, match="heads"):
+    lp.LinkPredictionConfig(heads="mlp")
 
 
 def test_config_rejects_bad_values():
@@ -183,12 +211,16 @@ def test_config_rejects_bad_values():
     overrides.apply(cfg, ["train.epochs=0"])
   with pytest.raises(ValueError, match="batch_size"):
     overrides.apply(cfg, ["train.batch_size=4"])
+  vgae = linkpred_config.get_config("cora", "none")
+  assert not vgae.model.hierarchy and vgae.model.heads == "gcn"
+  with pytest.raises(ValueError, match="model.hierarchy"):
+    overrides.apply(vgae, ["model.hierarchy=True"])
 
 
 # --- The binary, on the synthetic graph. ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("clustering", ["learned", "kmeans"])
+@pytest.mark.parametrize("clustering", ["learned", "kmeans", "none"])
 def test_tiny_run_writes_metrics(tmp_path, clustering):
   config = linkpred_config.get_config("synthetic", clustering, "test")
   report = linkpred.train_and_evaluate(config, str(tmp_path))
@@ -197,7 +229,10 @@ def test_tiny_run_writes_metrics(tmp_path, clustering):
   for r in metrics["seeds"]:
     assert 0.0 <= r["test"]["auc"] <= 1.0 and 0.0 <= r["test"]["ap"] <= 1.0
     assert r["best_step"] % config.eval_every == 0 or r["best_step"] == config.train.epochs
-    assert r["balance"]["num_nodes"] == config.num_nodes
+    if clustering == "none":  # VGAE: no clusters to count
+      assert r["balance"] is None and r["num_overflow"] == []
+    else:
+      assert r["balance"]["num_nodes"] == config.num_nodes
     records = [json.loads(line) for line in open(tmp_path / f"seed_{r['seed']}" / "eval.jsonl")]
     assert [x["step"] for x in records] == list(range(config.eval_every, config.train.epochs + 1, config.eval_every))
     best = max(records, key=lambda x: (x["val"]["auc"], -x["step"]))

@@ -31,9 +31,10 @@ ARTEFACTS = ("config.json", "metrics.jsonl", "metrics.json", "samples.smi", "sam
 
 
 def _env(**extra):
+  """The test environment (its compile flags included) plus `extra`; an XLA_FLAGS in `extra` is added to those."""
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  env.pop("XLA_FLAGS", None)
-  env.update(extra)
+  flags = " ".join(filter(None, [env.get("XLA_FLAGS", ""), extra.pop("XLA_FLAGS", "")]))
+  env.update(extra, XLA_FLAGS=flags)
   return env
 
 

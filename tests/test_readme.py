@@ -30,11 +30,6 @@ for line, code in json.load(sys.stdin):
   exec(compile("\\n" * (line - 1) + code, "README.md", "exec"), namespace)
 """
 
-# The examples compile a few dozen XLA programs once each and run them on tiny inputs: compile time is nearly all of
-# their cost, and LLVM's optimisation passes most of that. Results do not depend on these flags.
-_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-
-
 def library_blocks() -> list[tuple[int, str, bool]]:
   """(first code line in README.md, code, needs QM9) of each ```python block of the library section, in order."""
   lines = README.read_text(encoding="utf-8").splitlines()
@@ -74,8 +69,7 @@ def test_library_examples_run(tmp_path):
     if needs and qm9_missing:
       break
     runnable.append((line, code))
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip()
+  env = dict(os.environ)  # conftest's fast-compile XLA flags included
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
   proc = subprocess.run([sys.executable, "-c", _RUNNER], input=json.dumps(runnable), text=True, capture_output=True,
                         env=env, cwd=tmp_path, timeout=900, check=False)

@@ -22,7 +22,9 @@ from mgvae_jax import mgn
 from mgvae_jax import training
 
 DATASETS = ("cora", "citeseer", "synthetic")
-CLUSTERINGS = ("learned", "spectral", "kmeans")
+# "none": no hierarchy, i.e. VGAE (GCN input layer, GCN posterior heads, inner-product decoder) at the same sizes,
+# the baseline a hierarchy must beat.
+CLUSTERINGS = ("learned", "spectral", "kmeans", "none")
 PRESETS = ("cpu", "paper", "test")
 NUM_NODES = {"cora": 2708, "citeseer": 3327, "synthetic": 48}  # checked against the data at load time
 # Adam 0.01 without clipping, as VGAE (clipping at 1 let the coarse levels' large BCE drown the finest level's).
@@ -68,6 +70,11 @@ class LinkpredConfig:
     if not (0 < self.val_fraction and 0 < self.test_fraction and self.val_fraction + self.test_fraction < 1):
       raise ValueError(f"val_fraction and test_fraction must be positive with a sum below 1, got "
                        f"{self.val_fraction}, {self.test_fraction}")
+    if self.model.hierarchy != (self.clustering != "none"):
+      raise ValueError(f"clustering={self.clustering!r} needs model.hierarchy={self.clustering != 'none'}, got "
+                       f"{self.model.hierarchy}")
+    if not self.model.hierarchy:
+      return
     want = "learned" if self.clustering == "learned" else "given"
     if self.model.mgn.clustering != want:
       raise ValueError(f"clustering={self.clustering!r} needs model.mgn.clustering={want!r}, got "
@@ -89,6 +96,8 @@ def _model(num_nodes: int, clustering: str, num_clusters: tuple[int, ...], capac
                       capacity=link_prediction.default_capacity(num_nodes, num_clusters, capacity_factor),
                       clustering="learned" if clustering == "learned" else "given", posterior="none",
                       local_decoder="none", pool_top=False, **mgn_kw)
+  if clustering == "none":
+    kw.update(hierarchy=False, heads="gcn")
   kw.setdefault("coarse_weight", 0.1)  # coarse BCEs start large (big pooled clusters); the finest level is the task
   return link_prediction.LinkPredictionConfig(mgn=cfg, **kw)
 

@@ -49,6 +49,7 @@ class MolgenConfig:
   train_file: Optional[str] = None  # a SMILES file to train on instead of the dataset's split (one per line)
   chemical_features: bool = True  # Table 2's 24 RDKit features as extra node inputs (the paper does this on ZINC)
   rank_features: bool = False  # one-hot canonical atom ranks as node inputs (featurise.Featuriser.rank_features)
+  rank_order: str = "canonical"  # canonical | smiles: which ranks (featurise.Featuriser.rank_order)
   charged_types: bool = True  # charged species (N+, O-, ...) are node types of their own (else such molecules skip)
   # Optimisation, schedules, logging, checkpoints, fault injection; train.seed also seeds the training subset and
   # sampling.
@@ -103,7 +104,8 @@ class MolgenConfig:
 
   def featuriser(self) -> featurise.Featuriser:
     return featurise.Featuriser(self.dataset, charged_types=self.charged_types,
-                                chemical_features=self.chemical_features, rank_features=self.rank_features)
+                                chemical_features=self.chemical_features, rank_features=self.rank_features,
+                                rank_order=self.rank_order)
 
 
 def check_cluster_counts(model: vae.MGVAEConfig) -> None:

@@ -44,6 +44,7 @@ DATASET_ATOM_TYPES = {
     "qm9": (("C", "N", "O", "F"), ("N+", "O-", "N-", "C-")),
     "zinc": (("C", "N", "O", "F", "P", "S", "Cl", "Br", "I"), ("N+", "O-", "N-", "S-", "O+", "S+", "C-", "P+")),
 }
+RANK_ORDERS = ("canonical", "smiles")  # Featuriser.rank_order
 DATASET_MAX_NODES = {"qm9": 9, "zinc": 38}  # the largest molecules: 9 heavy atoms (QM9), 38 (ZINC250k)
 
 # Why a SMILES is rejected (FeaturiseReport.rejected keys).
@@ -96,6 +97,17 @@ def canonical_smiles(mol_or_smiles) -> Optional[str]:
     with rdBase.BlockLogs():
       mol = Chem.MolFromSmiles(mol_or_smiles)
   return None if mol is None else Chem.MolToSmiles(mol, isomericSmiles=False)
+
+
+def smiles_positions(mol: Chem.Mol) -> list[int]:
+  """Each atom's position in the molecule's canonical SMILES (RDKit's output order), by atom index."""
+  Chem.MolToSmiles(mol)  # sets _smilesAtomOutputOrder
+  text = mol.GetProp("_smilesAtomOutputOrder")  # order[position] = atom index: "[8,7,6]" (older RDKit: "[8,7,6,]")
+  order = [int(t) for t in text.strip("[]").split(",") if t.strip()]
+  positions = [0] * mol.GetNumAtoms()
+  for position, atom in enumerate(order):
+    positions[atom] = position
+  return positions
 
 
 def _explicit_valence(atom: Chem.Atom) -> int:
@@ -172,6 +184,11 @@ class Featuriser:
       an all-at-once decoder needs to close rings. The ranks are a function of the molecule, so the model stays
       permutation equivariant; ties are broken only among symmetry-equivalent atoms, where either choice gives the
       same graph and the same loss.
+    rank_order: which canonical ranks `rank_features` encodes. "canonical": RDKit's canonical atom ranks.
+      "smiles": each atom's position in the canonical SMILES (a depth-first walk of the molecule), so that most bonds
+      join consecutive positions (73 % of ZINC's bonds, against 11 % under canonical ranks) and a decoder reads the
+      chain from the positions, leaving only branches and ring closures to place. Canonical SMILES is a function of
+      the molecule too, so the same equivariance argument holds.
     canonical_order: put atoms in RDKit canonical-rank order (the same graph whatever SMILES spelling of the
       molecule); otherwise the SMILES order. The model is permutation equivariant, so this matters only for
       non-equivariant decoders and for reproducibility.
@@ -182,6 +199,7 @@ class Featuriser:
   charged_types: bool = True
   chemical_features: bool = False
   rank_features: bool = False
+  rank_order: str = "canonical"
   canonical_order: bool = True
 
   def __post_init__(self):
@@ -203,6 +221,8 @@ class Featuriser:
       object.__setattr__(self, "max_nodes", DATASET_MAX_NODES[name])
     if int(self.max_nodes) < 1:
       raise ValueError(f"Featuriser.max_nodes must be >= 1, got {self.max_nodes}")
+    if self.rank_order not in RANK_ORDERS:
+      raise ValueError(f"Featuriser.rank_order must be one of {RANK_ORDERS}, got {self.rank_order!r}")
     if not self.atom_types:
       raise ValueError("Featuriser.atom_types must name at least one atom type")
     parsed = [parse_atom_type(t) for t in self.atom_types]
@@ -276,11 +296,12 @@ class Featuriser:
     if n > self.max_nodes:
       raise _Reject(TOO_MANY_ATOMS, f"{n} heavy atoms, more than max_nodes={self.max_nodes}")
     ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
+    features = ranks if self.rank_order == "canonical" else smiles_positions(mol)
     if self.canonical_order:
       order = sorted(range(n), key=ranks.__getitem__)  # order[new] = old
       mol = Chem.RenumberAtoms(mol, order)
       types = [types[i] for i in order]
-      ranks = [ranks[i] for i in order]
+      features = [features[i] for i in order]
     kekule = Chem.Mol(mol)
     Chem.Kekulize(kekule, clearAromaticFlags=True)
     nodes = np.zeros((self.max_nodes, self.num_node_features), np.float32)  # [N, F]
@@ -291,7 +312,7 @@ class Featuriser:
       for atom in mol.GetAtoms():  # the aromatic molecule, same atom indices as `kekule`
         nodes[atom.GetIdx(), t:t + NUM_CHEMICAL_FEATURES] = atom_features_24(atom)
     if self.rank_features:
-      nodes[np.arange(n), self.num_node_features - self.max_nodes + np.asarray(ranks)] = 1.0
+      nodes[np.arange(n), self.num_node_features - self.max_nodes + np.asarray(features)] = 1.0
     edges = np.zeros((self.max_nodes, self.max_nodes, NUM_BOND_TYPES), np.float32)  # [N, N, E]
     for bond in kekule.GetBonds():
       bond_type = bond.GetBondType()
