@@ -49,6 +49,7 @@ Array = jnp.ndarray
 
 SCORES = ("finest", "multiresolution")
 HEADS = ("dense", "gcn")
+COMBINES = ("concat", "residual")
 
 
 def default_capacity(num_nodes: int, num_clusters: Sequence[int], factor: float = 2.0, minimum: int = 8
@@ -73,6 +74,10 @@ class LinkPredictionConfig:
   # The finest level's posterior heads: "dense" reads each node's [x || u] alone; "gcn" propagates once more over the
   # training graph first (A_hat [x || u] W, VGAE's second layer). Coarse levels' heads are always dense.
   heads: str = "dense"
+  # How the finest level's heads combine the input encoder's h with the local latents u: "concat" reads [h || u]
+  # through one kernel; "residual" gives u a kernel of its own that starts at zero, so the model starts as VGAE and
+  # the hierarchy enters only as far as training moves it.
+  combine: str = "concat"
   kl_weight: float = 1.0
   cut_weight: float = 1.0
   # Weight of the edge cut (clustering.edge_cut: the share of edges between clusters, on the noise-free
@@ -85,6 +90,8 @@ class LinkPredictionConfig:
     if self.mgn.posterior != "none":
       raise ValueError("LinkPredictionConfig.mgn.posterior must be 'none': the hierarchy is deterministic and "
                        "LinkMGVAE owns the per-level posteriors")
+    if self.combine not in COMBINES:
+      raise ValueError(f"LinkPredictionConfig.combine must be one of {COMBINES}, got {self.combine!r}")
     if self.heads not in HEADS:
       raise ValueError(f"LinkPredictionConfig.heads must be one of {HEADS}, got {self.heads!r}")
     if not self.hierarchy and self.score != "finest":
@@ -211,17 +218,26 @@ class LinkMGVAE(nn.Module):
     if cfg.hierarchy:
       out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h), train=train, temperature=temperature,
                                              given_ids=given_ids)
-      levels = [(lv.mask, jnp.concatenate([lv.nodes, lv.latents], axis=-1)) for lv in out.levels]  # [B, N_l, F_l + d]
+      levels = [(lv.mask, lv.nodes, lv.latents) for lv in out.levels]  # [B, N_l], [B, N_l, F_l], [B, N_l, d_local]
     else:
-      out, levels = None, [(mask, h)]
+      out, levels = None, [(mask, h, None)]
     latents, recon, kls = [], [], []
-    for i, (level_mask, x) in enumerate(levels):
+    for i, (level_mask, x, u) in enumerate(levels):
       m = level_mask[..., None].astype(x.dtype)
-      if i == 0 and cfg.heads == "gcn":
-        x = jnp.einsum("bij,bjc->bic", a_hat, x)  # A_hat x W = (A_hat x) W: VGAE's second GCN layer
-      mean = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.glorot_uniform(), name=f"mean_{i}")(x) * m
+      if i == 0 and cfg.heads == "gcn":  # A_hat x W = (A_hat x) W: VGAE's second GCN layer
+        x = jnp.einsum("bij,bjc->bic", a_hat, x)
+        u = None if u is None else jnp.einsum("bij,bjc->bic", a_hat, u)
+      residual = i == 0 and u is not None and cfg.combine == "residual"
+      if u is not None and not residual:
+        x = jnp.concatenate([x, u], axis=-1)  # [B, N_l, F_l + d_local]
+      mean = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.glorot_uniform(), name=f"mean_{i}")(x)
       raw = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.normal(0.01),
                      bias_init=nn.initializers.constant(np.log(np.expm1(cfg.init_scale))), name=f"scale_{i}")(x)
+      if residual:  # the hierarchy's share, zero at initialisation
+        zeros = nn.initializers.zeros
+        mean = mean + nn.Dense(cfg.latent_dim, use_bias=False, kernel_init=zeros, name=f"mean_{i}_local")(u)
+        raw = raw + nn.Dense(cfg.latent_dim, use_bias=False, kernel_init=zeros, name=f"scale_{i}_local")(u)
+      mean = mean * m
       scale = (jax.nn.softplus(raw) + 1e-4) * m
       z = mean
       if train:
@@ -240,7 +256,7 @@ class LinkMGVAE(nn.Module):
       recon.append(_level_bce(jax.vmap(decoders.dot_product_logits)(z, lv.mask), lv.edges.sum(-1), lv.mask))
     recon = jnp.stack(recon, -1)  # [B, levels]
     kl = jnp.stack(kls, -1)  # [B, levels]
-    sizes = jnp.stack([level_mask.sum(-1) for level_mask, _ in levels], -1).astype(kl.dtype)  # [B, levels]
+    sizes = jnp.stack([level[0].sum(-1) for level in levels], -1).astype(kl.dtype)  # [B, levels]
     if not cfg.hierarchy:
       cut = balanced_cut = edge_cut = jnp.zeros(mask.shape[:1] + (0,), kl.dtype)  # [B, 0]: no clustering
       num_overflow = jnp.zeros(mask.shape[:1] + (0,), jnp.int32)

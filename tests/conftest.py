@@ -23,3 +23,11 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.register_profile("dev", max_examples=100, deadline=None)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_collection_modifyitems(config, items):
+  """Tests marked `heavy` (a minute or more on one CI core: whole binaries, subprocesses, training runs) first, in
+  their file order: two workers then share them from the start instead of one worker finishing a file of them while
+  the other idles. The rest keep pytest's order."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker("heavy") is None)  # stable

@@ -36,6 +36,7 @@ def _setup(rank_features=False, clustering="learned"):
   return cfg, model, params, batch
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("rank_features,clustering", [(False, "learned"), (True, "learned")])
 def test_encoder_and_loss_are_equivariant_with_overflowing_clusters(rank_features, clustering):
   cfg, model, params, batch = _setup(rank_features, clustering)

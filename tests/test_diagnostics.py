@@ -117,6 +117,7 @@ def test_aggregate_prior_fits_samples_saves_and_loads(tmp_path):
     aggregate_prior.fit(latents[:3], components=2)
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_a_short_qm9_run_learns_bonds(tmp_path):
   """A learning test, not a timing: held-out bond AUC after 150 steps beats the untrained model's."""

@@ -92,6 +92,7 @@ def test_presets_and_overrides():
     overrides.apply(config, ["protocols=('gdss','nope')"])
 
 
+@pytest.mark.heavy
 def test_end_to_end_tiny_run_writes_metrics_and_picture(tmp_path):
   config = graphgen_config.get_config("ego_small", "test")
   report = graphgen.train_and_evaluate(config, str(tmp_path))

@@ -225,6 +225,7 @@ def test_load_mnist_test_split():
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(registry.data_dir(), "mnist", "train-images-idx3-ubyte.gz")),
                     reason="MNIST is not in the data dir")
+@pytest.mark.heavy
 def test_imagegen_end_to_end_writes_metrics_and_pictures(tmp_path):
   lenet = str(tmp_path / "lenet" / "lenet.msgpack")
   base = overrides.apply(imagegen_config.get_config("mnist", "test"), [f"fid_classifier={lenet}"])

@@ -140,6 +140,7 @@ def _model_and_graph(score="finest", clustering="learned", capacity=None, **kw):
 
 
 @pytest.mark.parametrize("score,kw", [("finest", {}), ("multiresolution", {}), ("finest", {"heads": "gcn"}),
+                                      ("finest", {"heads": "gcn", "combine": "residual"}),
                                       ("finest", {"hierarchy": False, "heads": "gcn"})])
 def test_model_is_permutation_equivariant(score, kw):
   """Eval-mode embeddings permute with the nodes (learned clustering, exact slots: nothing can overflow), with dense
@@ -191,6 +192,24 @@ def test_without_a_hierarchy_the_model_is_vgae():
     lp.LinkPredictionConfig(hierarchy=False, score="multiresolution")
   with pytest.raises(ValueError, match="heads"):
     lp.LinkPredictionConfig(heads="mlp")
+  with pytest.raises(ValueError, match="combine"):
+    lp.LinkPredictionConfig(combine="sum")
+
+
+def test_residual_combination_starts_as_vgae():
+  """combine="residual": at initialisation the finest embedding is VGAE's on the same GCN and head parameters; the
+  local latents' kernels start at zero and get a gradient."""
+  model, g = _model_and_graph(heads="gcn", combine="residual")
+  vgae, _ = _model_and_graph(hierarchy=False, heads="gcn")
+  rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
+  assert not np.asarray(params["mean_0_local"]["kernel"]).any()
+  shared = {k: params[k] for k in ("gcn_0", "mean_0", "scale_0")}
+  np.testing.assert_allclose(model.apply({"params": params}, g, train=False).embedding,
+                             vgae.apply({"params": shared}, g, train=False).embedding, rtol=1e-5, atol=1e-6)
+  grads = jax.grad(lambda p: model.apply({"params": p}, g, train=True, rngs={
+      "gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}).loss.sum())(params)
+  assert np.abs(np.asarray(grads["mean_0_local"]["kernel"])).sum() > 0
 
 
 def test_config_rejects_bad_values():
@@ -220,6 +239,7 @@ def test_config_rejects_bad_values():
 # --- The binary, on the synthetic graph. ----------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("clustering", ["learned", "kmeans", "none"])
 def test_tiny_run_writes_metrics(tmp_path, clustering):
   config = linkpred_config.get_config("synthetic", clustering, "test")

@@ -99,6 +99,7 @@ def test_padded_nodes_are_never_assigned_and_change_nothing():
     (dict(cluster_order=2, encoder_order=1, local_decoder="dot", global_decoder="second_order"), 1.0),
     (dict(local_decoder="none"), 0.0),  # the paper's supervised MGN loss: task + balanced cut only
 ])
+@pytest.mark.heavy
 def test_every_parameter_gets_a_gradient_in_one_step(kwargs, recon):
   cfg = mgn.MGNConfig(num_clusters=(3, 2, 1), **SMALL, **kwargs)
   model = mgn.MGNPredictor(cfg, num_outputs=2, hidden=(16,))

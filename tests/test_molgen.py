@@ -77,6 +77,7 @@ def test_paper_preset_follows_section_5_1():
   assert (config.train.learning_rate, config.num_train) == (1e-3, 10_000) and config.num_samples >= 5000
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_paper_preset_still_runs_at_tiny_size(tmp_path):
   """Section 5.1's method (three latent levels, product pairs, the model's own learnable prior), shrunk to seconds."""
@@ -139,6 +140,7 @@ def test_bad_flags_give_clear_errors():
 # --- End to end. ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   workdir = str(tmp_path / "run")
@@ -213,6 +215,7 @@ def test_default_workdir_names_the_preset_and_decoder():
   assert molgen.default_workdir(auto) == os.path.join("runs", "molgen_zinc_autoregressive_long")
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_kill_and_resume_is_bit_exact(tmp_path):
   """A run SIGKILLed mid-training and started again ends with exactly the params of an uninterrupted run."""
@@ -273,6 +276,7 @@ _SHARDING_PROGRAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.heavy
 def test_four_device_step_equals_single_device_step():
   out = subprocess.run([sys.executable, "-c", _SHARDING_PROGRAM], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
@@ -285,6 +289,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_two_process_jax_distributed_run(tmp_path):
   """Two processes on 127.0.0.1 (one CPU device each) train a data-parallel step together and checkpoint it."""

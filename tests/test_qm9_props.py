@@ -232,6 +232,7 @@ def test_heads_reject_bad_inputs_and_stop_on_nonfinite_loss():
 # --- End to end. ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @needs_qm9
 def test_end_to_end_writes_metrics(tmp_path):
   workdir = str(tmp_path / "run")

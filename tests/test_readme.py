@@ -61,6 +61,7 @@ def test_library_section_has_the_examples():
     assert text[marker.end():].startswith("\n```python\n"), f"{NEEDS_QM9} not directly above a ```python fence"
 
 
+@pytest.mark.heavy
 def test_library_examples_run(tmp_path):
   blocks = library_blocks()
   qm9_missing = needs_qm9.args[0]  # the marker's skipif condition

@@ -58,6 +58,7 @@ def _latent_noise(cfg, batch, seed):
           for i, n in enumerate(sizes)]
 
 
+@pytest.mark.heavy
 def test_posterior_mean_and_covariance_are_equivariant():
   cfg = _config()
   model = vae.MGVAE(cfg)
@@ -86,6 +87,7 @@ def test_posterior_mean_and_covariance_are_equivariant():
 
 @pytest.mark.parametrize("posterior,prior", [("full", "learnable"), ("diagonal", "standard"),
                                              ("diagonal", "learnable"), ("full", "standard")])
+@pytest.mark.heavy
 def test_padded_nodes_add_nothing(posterior, prior):
   """Masked slots (garbage-filled) and empty graphs contribute exactly 0 to every term."""
   cfg = _config(mgn=dict(posterior=posterior, encoder_order=2), prior=prior)
@@ -109,6 +111,7 @@ def test_padded_nodes_add_nothing(posterior, prior):
     assert np.all(b[3] == 0), f"{name}: an empty graph must contribute 0"
 
 
+@pytest.mark.heavy
 def test_model_overfits_a_handful_of_graphs():
   """Edge accuracy >= 98 % on 4 small graphs within 1,000 CPU steps (posterior samples in training).
 
@@ -142,6 +145,7 @@ def test_model_overfits_a_handful_of_graphs():
   assert accuracy >= 0.98, f"edge accuracy {accuracy:.4f} after 1000 steps (loss {float(value):.3f})"
 
 
+@pytest.mark.heavy
 def test_sampling_decoding_and_interpolation():
   for prior in ("learnable", "standard"):
     cfg = _config(prior=prior)
@@ -185,6 +189,7 @@ def test_sample_covariance_matches_learnable_prior():
     np.testing.assert_allclose(z[:, :, c].mean(0), np.asarray(mu)[:, c], atol=0.05)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("decoder", ["second_order", "mlp", "dot"])
 def test_every_decoder_runs_and_every_parameter_learns(decoder):
   cfg = _config(decoder=decoder, mlp_hidden=(32, 32))
