@@ -78,6 +78,10 @@ class LinkPredictionConfig:
   # through one kernel; "residual" gives u a kernel of its own that starts at zero, so the model starts as VGAE and
   # the hierarchy enters only as far as training moves it.
   combine: str = "concat"
+  # Whether the hierarchy's own terms (coarse reconstructions and KLs, the cuts) train the input encoder through h.
+  # False: the MGN reads stop_gradient(h), so the GCN input layer learns from the finest level's loss alone, as in
+  # VGAE, and the hierarchy's terms train the hierarchy (on Cora they are about 10 x the finest BCE).
+  hierarchy_trains_input: bool = True
   kl_weight: float = 1.0
   cut_weight: float = 1.0
   # Weight of the edge cut (clustering.edge_cut: the share of edges between clusters, on the noise-free
@@ -216,9 +220,11 @@ class LinkMGVAE(nn.Module):
       h = nn.Dense(cfg.input_features, kernel_init=nn.initializers.glorot_uniform(), name="project")(h)
       h = h * mask[..., None].astype(h.dtype)
     if cfg.hierarchy:
-      out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h), train=train, temperature=temperature,
+      h_in = h if cfg.hierarchy_trains_input else jax.lax.stop_gradient(h)
+      out = mgn_lib.MGN(cfg.mgn, name="mgn")(graph.replace(nodes=h_in), train=train, temperature=temperature,
                                              given_ids=given_ids)
-      levels = [(lv.mask, lv.nodes, lv.latents) for lv in out.levels]  # [B, N_l], [B, N_l, F_l], [B, N_l, d_local]
+      # [B, N_l], [B, N_l, F_l], [B, N_l, d_local]; the finest level's features are h itself (with its gradient).
+      levels = [(lv.mask, h if i == 0 else lv.nodes, lv.latents) for i, lv in enumerate(out.levels)]
     else:
       out, levels = None, [(mask, h, None)]
     latents, recon, kls = [], [], []

@@ -205,11 +205,28 @@ def test_residual_combination_starts_as_vgae():
   params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
   assert not np.asarray(params["mean_0_local"]["kernel"]).any()
   shared = {k: params[k] for k in ("gcn_0", "mean_0", "scale_0")}
-  np.testing.assert_allclose(model.apply({"params": params}, g, train=False).embedding,
-                             vgae.apply({"params": shared}, g, train=False).embedding, rtol=1e-5, atol=1e-6)
-  grads = jax.grad(lambda p: model.apply({"params": p}, g, train=True, rngs={
-      "gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}).loss.sum())(params)
+  embed = lambda m: jax.jit(lambda p: m.apply({"params": p}, g, train=False).embedding)
+  np.testing.assert_allclose(embed(model)(params), embed(vgae)(shared), rtol=1e-5, atol=1e-6)
+  keys = {"gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}
+  grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, g, train=True, rngs=keys).loss.sum()))(params)
   assert np.abs(np.asarray(grads["mean_0_local"]["kernel"])).sum() > 0
+
+
+def test_hierarchy_can_leave_the_input_encoder_to_the_finest_loss():
+  """hierarchy_trains_input=False: the input GCN's gradient is the one of the finest level's terms alone (with
+  combine="residual" at initialisation, VGAE's gradient), while the hierarchy's parameters still learn."""
+  model, g = _model_and_graph(heads="gcn", combine="residual", hierarchy_trains_input=False, coarse_weight=1.0)
+  vgae, _ = _model_and_graph(hierarchy=False, heads="gcn")
+  rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
+  keys = {"gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}
+  grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, g, train=True, rngs=keys).loss.sum()))(params)
+  shared = {k: params[k] for k in ("gcn_0", "mean_0", "scale_0")}
+  # The finest term is VGAE's loss with its KL weighted per level as in the full model: same latent noise stream.
+  want = jax.jit(jax.grad(lambda p: vgae.apply({"params": p}, g, train=True, rngs=keys).loss.sum()))(shared)
+  np.testing.assert_allclose(grads["gcn_0"]["Dense_0"]["kernel"], want["gcn_0"]["Dense_0"]["kernel"], rtol=1e-4,
+                             atol=1e-6)
+  assert any(np.abs(np.asarray(x)).sum() > 0 for x in jax.tree_util.tree_leaves(grads["mgn"]))
 
 
 def test_config_rejects_bad_values():
