@@ -51,7 +51,7 @@ def claim_workdir(config, workdir: str, stream: Optional[TextIO] = None) -> Opti
   """Before anything is written: make `workdir` this config's run (training.rundir.claim; a different config is
   refused, touching no file). Returns the finished run's metrics.json if it has one (the caller returns it instead
   of redoing the run), else None."""
-  training.rundir.claim(workdir, overrides.to_dict(config))
+  training.rundir.claim(workdir, overrides.to_dict(config), defaults=overrides.field_defaults(type(config)))
   report = training.rundir.finished_report(workdir)
   if report is not None:
     print(f"{workdir} holds a finished run of this config; its results are unchanged in "

@@ -19,6 +19,7 @@ import pytest
 
 from experiments import molgen
 from experiments import sample
+from experiments import trainer
 from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from markers import needs_qm9
@@ -92,6 +93,22 @@ def test_paper_preset_still_runs_at_tiny_size(tmp_path):
   report = molgen.train_and_evaluate(config, str(tmp_path / "paper"))
   assert report["training"]["steps"] == 2 and report["num_samples"] == 16 and report["fitted_prior"] is None
   assert len(report["reconstruction"]["kl_nats"]) == 3
+
+
+def test_a_run_made_before_a_field_existed_is_still_this_config(tmp_path):
+  """A workdir whose config.json lacks a field added since (here rank_order) is claimed by a config that leaves the
+  field at its default, and refused by one that does not."""
+  config = molgen_config.get_config("qm9", "test")
+  defaults = overrides.field_defaults(molgen_config.MolgenConfig)
+  assert defaults["rank_order"] == "canonical" and defaults["train"]["num_steps"] == training.TrainConfig().num_steps
+  old = overrides.to_dict(config)
+  del old["rank_order"]
+  os.makedirs(tmp_path / "run")
+  (tmp_path / "run" / "config.json").write_text(json.dumps(old))
+  assert trainer.claim_workdir(config, str(tmp_path / "run")) is None
+  with pytest.raises(training.ConfigMismatchError, match="rank_order"):
+    trainer.claim_workdir(dataclasses.replace(config, rank_order="smiles"), str(tmp_path / "run"))
+  assert json.loads((tmp_path / "run" / "config.json").read_text()) == json.loads(json.dumps(old))  # untouched
 
 
 def test_overrides_typed_and_checked():

@@ -318,6 +318,15 @@ def test_claim_refuses_another_config_and_touches_nothing(tmp_path):
   assert path.read_bytes() == b"\xff\xfe not json"
   path.write_bytes(before[0])
   assert training.rundir.finished_report(str(tmp_path / "run")) is None
+  # A field added after the run was made: the same run when this config leaves it at its default, else refused.
+  newer = dict(config, rank_order="canonical", train={"num_steps": 6, "kill_at_step": 0, "warmup": 0})
+  defaults = {"rank_order": "canonical", "train": {"warmup": 0}}
+  assert not training.rundir.claim(str(tmp_path / "run"), newer, defaults=defaults)
+  with pytest.raises(training.ConfigMismatchError, match=r"rank_order: <absent> in the run, \"smiles\" now"):
+    training.rundir.claim(str(tmp_path / "run"), dict(newer, rank_order="smiles"), defaults=defaults)
+  with pytest.raises(training.ConfigMismatchError, match="rank_order: <absent>"):
+    training.rundir.claim(str(tmp_path / "run"), newer)  # without the defaults, nothing can be assumed
+  assert path.read_bytes() == before[0]
 
 
 def test_data_position():

@@ -91,6 +91,21 @@ def to_dict(config: Any) -> Any:
   return dataclasses.asdict(config)
 
 
+def field_defaults(cls: type) -> dict:
+  """The default of every field of a config dataclass that has one, nested dataclass defaults as dicts (the form
+  of to_dict): what a field means in a run saved before the field existed."""
+  out = {}
+  for field in dataclasses.fields(cls):
+    if field.default is not dataclasses.MISSING:
+      value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+      value = field.default_factory()
+    else:
+      continue
+    out[field.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+  return out
+
+
 def from_dict(cls: type, data: dict) -> Any:
   """Rebuild a (nested) config dataclass from `to_dict` output; unknown keys raise."""
   if not isinstance(data, dict):

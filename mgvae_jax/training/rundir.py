@@ -38,28 +38,36 @@ def write_json(path: str, value: Any, lines: bool = False) -> None:
   os.replace(tmp, path)
 
 
-def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-  """(dotted path, old value, new value) of every leaf where two JSON-like trees differ, sorted by path."""
+def differences(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[tuple[str, Any, Any]]:
+  """(dotted path, old value, new value) of every leaf where two JSON-like trees differ, sorted by path.
+
+  defaults: a tree of the fields' default values: a key `old` lacks (a run made before the field existed) is no
+  difference when `new` gives it that default.
+  """
   if isinstance(old, dict) and isinstance(new, dict):
+    defaults = defaults if isinstance(defaults, dict) else {}
     out = []
     for key in sorted(set(old) | set(new)):
       path = f"{prefix}.{key}" if prefix else str(key)
       if key not in old:
-        out.append((path, "<absent>", new[key]))
+        if key not in defaults or json.dumps(defaults[key], sort_keys=True) != json.dumps(new[key], sort_keys=True):
+          out.append((path, "<absent>", new[key]))
       elif key not in new:
         out.append((path, old[key], "<absent>"))
       else:
-        out.extend(differences(old[key], new[key], path))
+        out.extend(differences(old[key], new[key], path, defaults.get(key)))
     return out
   return [] if old == new else [(prefix or "config", old, new)]
 
 
-def claim(workdir: str, config: dict, ignore: Sequence[str] = RUN_CONTROL) -> bool:
+def claim(workdir: str, config: dict, ignore: Sequence[str] = RUN_CONTROL, defaults: Optional[dict] = None) -> bool:
   """Make `workdir` this run's: write config.json if there is none (True), or check that the one there is this
   config (False). A different config raises ConfigMismatchError naming the differing fields, with no file written
   or changed; an unreadable config.json raises too (it cannot be checked, so it is not overwritten).
 
-  config: the run's config as JSON-ready nested dicts (overrides.to_dict); `ignore`: dotted paths left out.
+  config: the run's config as JSON-ready nested dicts (overrides.to_dict); `ignore`: dotted paths left out;
+  `defaults`: the config's field defaults in the same form (overrides.field_defaults): a field added after the run
+  was made matches when this config leaves it at its default, so a new option does not lock out older runs.
   """
   path = os.path.join(workdir, CONFIG)
   new = json.loads(json.dumps(config))  # tuples as lists, as the file holds them
@@ -72,7 +80,8 @@ def claim(workdir: str, config: dict, ignore: Sequence[str] = RUN_CONTROL) -> bo
       raise ConfigMismatchError(
           f"{path} cannot be read ({type(exc).__name__}: {exc}), so the run in {workdir} cannot be checked against "
           f"this config; nothing was changed. Use another --workdir, or repair or remove that file.") from exc
-    diff = [d for d in differences(old, new) if d[0] not in ignore]
+    defaults = None if defaults is None else json.loads(json.dumps(defaults))
+    diff = [d for d in differences(old, new, defaults=defaults) if d[0] not in ignore]
     if diff:
       shown = "\n".join(f"  {p}: {_short(o)} in the run, {_short(n)} now" for p, o, n in diff[:20])
       more = f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else ""
