@@ -68,6 +68,10 @@ class LinkPredictionConfig:
   input_features: int = 64
   latent_dim: int = 128
   score: str = "finest"
+  # Multiresolution score: each coarse level's inner-product term gets a learned weight softplus(w_l), starting at
+  # level_weight_init (softplus(-5) = 0.007: the score starts as the finest level's), the finest level's fixed at 1.
+  # None: every level weighs 1 (the paper's concatenation; coarse latents' products are then unscaled).
+  level_weight_init: Optional[float] = None
   # False: no hierarchy at all, which is VGAE (Kipf & Welling 2016) with heads="gcn": GCN input layers, then GCN
   # mean and scale heads, inner-product decoder. The baseline every hierarchy is measured against.
   hierarchy: bool = True
@@ -132,14 +136,18 @@ def ancestors(ids: Sequence[Array], num_nodes: int) -> list[Array]:
   return out
 
 
-def multiresolution_embedding(latents: Sequence[Array], ids: Sequence[Array]) -> Array:
+def multiresolution_embedding(latents: Sequence[Array], ids: Sequence[Array],
+                               weights: Optional[Array] = None) -> Array:
   """[z_L || z_{L-1}[parent] || ...] for one graph: latents [N_l, d] per level, ids [N_l] per level -> [N, levels d].
 
   Inner products of these rows are sums over levels of the inner products of ancestors: two nodes in the same
-  coarse cluster share that level's term.
+  coarse cluster share that level's term. weights [levels] (>= 0): each level's term is multiplied by its weight
+  (its part by the square root).
   """
   anc = ancestors(ids, latents[0].shape[0])
   parts = [z[jnp.minimum(a, z.shape[0] - 1)] for z, a in zip(latents, anc)]
+  if weights is not None:
+    parts = [p * jnp.sqrt(w) for p, w in zip(parts, weights)]
   return jnp.concatenate(parts, axis=-1)
 
 
@@ -253,7 +261,11 @@ class LinkMGVAE(nn.Module):
       kls.append(jax.vmap(distributions.standard_normal_kl_diagonal)(mean, jnp.where(m > 0, scale, 1.0), level_mask))
     ids = [lv.clustering.ids for lv in out.levels] if cfg.hierarchy else []
     if cfg.score == "multiresolution":
-      embedding = jax.vmap(multiresolution_embedding)(latents, ids)  # [B, N, levels d]
+      weights = None
+      if cfg.level_weight_init is not None:
+        raw = self.param("level_weights", nn.initializers.constant(cfg.level_weight_init), (len(latents) - 1,))
+        weights = jnp.concatenate([jnp.ones((1,), raw.dtype), jax.nn.softplus(raw)])  # [levels], finest first
+      embedding = jax.vmap(multiresolution_embedding, in_axes=(0, 0, None))(latents, ids, weights)  # [B, N, levels d]
     else:
       embedding = latents[0]
     # Finest level: the link scores' own logits; coarse levels: their latents against the coarsened adjacency.

@@ -117,6 +117,8 @@ def test_ancestors_and_multiresolution_embedding():
   assert e.shape == (4, 9)
   s = e @ e.T  # same bottom cluster (0, 2): 100 + 10000; nodes 1, 3 share only the top cluster
   assert float(s[0, 2]) == 10100.0 and float(s[1, 3]) == 0.0 and float(s[0, 3]) == 10000.0
+  w = lp.multiresolution_embedding(z, ids, jnp.asarray([1.0, 0.5, 0.01]))  # each level's term times its weight
+  np.testing.assert_allclose((w @ w.T)[0, 2], 0.5 * 100 + 0.01 * 10000, rtol=1e-6)
 
 
 def test_default_capacity():
@@ -141,6 +143,7 @@ def _model_and_graph(score="finest", clustering="learned", capacity=None, **kw):
 
 @pytest.mark.parametrize("score,kw", [("finest", {}), ("multiresolution", {}), ("finest", {"heads": "gcn"}),
                                       ("finest", {"heads": "gcn", "combine": "residual"}),
+                                      ("multiresolution", {"level_weight_init": -5.0}),
                                       ("finest", {"hierarchy": False, "heads": "gcn"})])
 def test_model_is_permutation_equivariant(score, kw):
   """Eval-mode embeddings permute with the nodes (learned clustering, exact slots: nothing can overflow), with dense
