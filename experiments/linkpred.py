@@ -146,7 +146,8 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
     balance = dict(link_metrics.cluster_balance(np.asarray(bottom_ids), config.model.mgn.num_clusters[0]),
                    edge_cut=float(edge_cut[0]))
   out = {"seed": seed, "best_step": best["step"], "val": best["val"], "test": best["test"], "final": records[-1],
-         "balance": balance, "num_overflow": [int(x) for x in overflow], "seconds_per_epoch": result.summary["seconds_per_step"],
+         "balance": balance, "num_overflow": [int(x) for x in overflow],
+         "seconds_per_epoch": result.summary["seconds_per_step"],
          "nonfinite_steps_total": result.summary["nonfinite_steps_total"]}
   out = training.progress.to_json(out)
   training.rundir.write_json(result_path, out)
@@ -195,8 +196,10 @@ def format_table(report: dict) -> str:
   """AUC / AP in percent (mean ± std over seeds) and the bottom level's balanced-cut statistics, as markdown."""
   t, b = report["test"], report["balance"]
   pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"
-  cuts = (f"{b['min']['mean']:.0f} | {b['max']['mean']:.0f} | {b['std']['mean']:.2f} | {b['kl']['mean']:.3f} | "
-          f"{100 * b['edge_cut']['mean']:.1f} %" if b else "– | – | – | – | –")  # no hierarchy (VGAE): no clusters
+  cuts = "– | – | – | – | –"  # no hierarchy (VGAE): no clusters
+  if b:
+    cuts = (f"{b['min']['mean']:.0f} | {b['max']['mean']:.0f} | {b['std']['mean']:.2f} | {b['kl']['mean']:.3f} | "
+            f"{100 * b['edge_cut']['mean']:.1f} %")
   lines = ["| data set | clustering | AUC | AP | min | max | std | KL | edges cut |",
            "|---|---|---|---|---|---|---|---|---|",
            f"| {report['dataset']} | {report['clustering']} | {pct(t['auc'])} | {pct(t['ap'])} | {cuts} |"]

@@ -275,6 +275,7 @@ class LinkMGVAE(nn.Module):
     recon = jnp.stack(recon, -1)  # [B, levels]
     kl = jnp.stack(kls, -1)  # [B, levels]
     sizes = jnp.stack([level[0].sum(-1) for level in levels], -1).astype(kl.dtype)  # [B, levels]
+    learned_edge_cut = jnp.zeros_like(recon[:, 0])  # [B]: the edge-cut term of the loss (learned clusterings)
     if not cfg.hierarchy:
       cut = balanced_cut = edge_cut = jnp.zeros(mask.shape[:1] + (0,), kl.dtype)  # [B, 0]: no clustering
       num_overflow = jnp.zeros(mask.shape[:1] + (0,), jnp.int32)
@@ -291,10 +292,10 @@ class LinkMGVAE(nn.Module):
       noise_free = [_noise_free_cuts(lv, temperature) for lv in out.levels]
       edge_cut = jnp.stack([e for _, e in noise_free], -1)  # [B, levels]
       cut = balanced_cut + jnp.stack([b for b, _ in noise_free], -1)
+      learned_edge_cut = edge_cut.sum(-1)
     loss = (recon[:, 0] + cfg.coarse_weight * recon[:, 1:].sum(-1)
-            + cfg.kl_weight * (kl / jnp.maximum(sizes, 1.0) ** 2).sum(-1) + cfg.cut_weight * cut.sum(-1))
-    if cfg.hierarchy and cfg.mgn.clustering == "learned":
-      loss = loss + cfg.edge_cut_weight * edge_cut.sum(-1)
+            + cfg.kl_weight * (kl / jnp.maximum(sizes, 1.0) ** 2).sum(-1) + cfg.cut_weight * cut.sum(-1)
+            + cfg.edge_cut_weight * learned_edge_cut)
     return LinkOutput(loss=loss, reconstruction=recon, kl=kl, balanced_cut=balanced_cut,
                       edge_cut=jax.lax.stop_gradient(edge_cut), num_overflow=num_overflow, embedding=embedding,
                       cluster_ids=tuple(ids), hierarchy=out)

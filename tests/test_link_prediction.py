@@ -173,8 +173,8 @@ def test_model_loss_terms_and_overflow():
   assert bool((jnp.abs(out.embedding[0]).sum(-1) > 0).all())
   # The edge cut enters the loss with its weight (same noise, same parameters).
   cut_model = lp.LinkMGVAE(dataclasses.replace(model.config, edge_cut_weight=0.5))
-  out2 = jax.jit(lambda p, g: cut_model.apply({"params": p}, g, train=True, rngs={"gumbel": jax.random.PRNGKey(3),
-                                                                                "latent": jax.random.PRNGKey(4)}))(params, g)
+  keys = {"gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}
+  out2 = jax.jit(lambda p, g: cut_model.apply({"params": p}, g, train=True, rngs=keys))(params, g)
   np.testing.assert_allclose(out2.loss, out.loss + 0.5 * out.edge_cut.sum(-1), rtol=1e-5)
 
 

@@ -50,7 +50,7 @@ def differences(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> l
     for key in sorted(set(old) | set(new)):
       path = f"{prefix}.{key}" if prefix else str(key)
       if key not in old:
-        if key not in defaults or json.dumps(defaults[key], sort_keys=True) != json.dumps(new[key], sort_keys=True):
+        if key not in defaults or defaults[key] != new[key]:  # both JSON-normalised (claim)
           out.append((path, "<absent>", new[key]))
       elif key not in new:
         out.append((path, old[key], "<absent>"))
