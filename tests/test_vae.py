@@ -1,11 +1,15 @@
 """MGVAE: posterior equivariance, padding, matched KL invariance, sampling, overfitting, non-finite detection."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+
+from markers import OPTIMISED_COMPILE
 from mgvae_jax import distributions as dist
 from mgvae_jax import graphs
 from mgvae_jax import mgn
@@ -126,7 +130,7 @@ def test_model_overfits_a_handful_of_graphs():
   opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(3e-3))
   state = opt.init(params)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=OPTIMISED_COMPILE)
   def step(p, s, key):
     k1, k2 = jax.random.split(key)
     def loss(p):
