@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-
 from markers import OPTIMISED_COMPILE
 from mgvae_jax import distributions as dist
 from mgvae_jax import graphs
