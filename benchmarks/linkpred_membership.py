@@ -27,47 +27,40 @@ from experiments.configs import overrides
 from mgvae_jax import link_prediction
 from mgvae_jax import training
 from mgvae_jax.data import files
-from mgvae_jax.data import planetoid
 from mgvae_jax.evaluation import link_metrics
 
 A_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished experiments.linkpred run (learned or fixed clustering).")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to read; default each seed's latest.")
-_LEVELS = flags.DEFINE_integer("levels", 3, "How many levels, from the finest clustering up.")
+_LEVELS = flags.DEFINE_integer("levels", 3, "How many levels, from the finest clustering up (never the top "
+                               "clustering, whose clusters are the pooled top).")
 _OUT = flags.DEFINE_string("out", None, "JSON path; default benchmarks/results/linkpred_membership_<dataset>.json.")
-
-
-def ancestor_ids(cluster_ids: Sequence[np.ndarray]) -> list[np.ndarray]:
-  """Per level, each finest node's cluster there: cluster_ids[0] [N], then the parents' ids up the hierarchy."""
-  chain = [np.asarray(cluster_ids[0])]
-  for ids in cluster_ids[1:]:
-    ids = np.asarray(ids)
-    chain.append(ids[np.minimum(chain[-1], len(ids) - 1)])
-  return chain
 
 
 def seed_membership(config, model, params, split, graph, given, levels: int) -> dict:
   """One seed's row: its model's test AUC, and per level the membership shares and the AUC with a chosen a."""
   out = jax.jit(lambda p: model.apply({"params": p}, graph, train=False, given_ids=given))(params)
-  embedding = np.asarray(out.embedding[0])  # [N, d]
-  chain = ancestor_ids([ids[0] for ids in out.cluster_ids])
+  embedding = out.embedding[0]  # [N, d]
+  # Each finest node's ancestor slot at every level above it, i.e. its cluster at every level but the top one.
+  chain = [np.asarray(a) for a in link_prediction.ancestors([ids[0] for ids in out.cluster_ids],
+                                                               embedding.shape[0])[1:]]
   train_pairs = np.asarray(split.train_edges)
   pairs = {"val_pos": split.val_edges, "val_neg": split.val_non_edges, "test_pos": split.test_edges,
            "test_neg": split.test_non_edges}
-  scores = {k: link_prediction.pair_scores(embedding, np.asarray(v)) for k, v in pairs.items()}
+  pairs = {k: np.asarray(v) for k, v in pairs.items()}
+  scores = {k: np.asarray(link_prediction.pair_scores(embedding, v)) for k, v in pairs.items()}
   same = lambda ids, p: (ids[p[:, 0]] == ids[p[:, 1]]).astype(np.float64)
-  auc = lambda part, a, ids: link_metrics.auc_ap(
-      np.asarray(scores[f"{part}_pos"]) + a * same(ids, np.asarray(pairs[f"{part}_pos"])),
-      np.asarray(scores[f"{part}_neg"]) + a * same(ids, np.asarray(pairs[f"{part}_neg"])))["auc"]
+  auc = lambda part, a, ids: link_metrics.auc_ap(scores[f"{part}_pos"] + a * same(ids, pairs[f"{part}_pos"]),
+                                                 scores[f"{part}_neg"] + a * same(ids, pairs[f"{part}_neg"]))["auc"]
   rows = []
   for level, ids in enumerate(chain[:levels]):
     best_val, best_a = max((auc("val", a, ids), -a) for a in A_GRID)  # ties: the smallest a
     best_a = -best_a
     rows.append({"level": level, "clusters": int(config.model.mgn.num_clusters[level]),
                  "same_cluster_train_edges": float(same(ids, train_pairs).mean()),
-                 "same_cluster_test_edges": float(same(ids, np.asarray(pairs["test_pos"])).mean()),
-                 "same_cluster_test_non_edges": float(same(ids, np.asarray(pairs["test_neg"])).mean()),
+                 "same_cluster_test_edges": float(same(ids, pairs["test_pos"]).mean()),
+                 "same_cluster_test_non_edges": float(same(ids, pairs["test_neg"]).mean()),
                  "a": best_a, "val_auc": best_val, "test_auc": auc("test", best_a, ids)})
   return {"val_auc": auc("val", 0.0, chain[0]), "test_auc": auc("test", 0.0, chain[0]), "levels": rows}
 
@@ -86,10 +79,7 @@ def main(argv: Sequence[str]) -> None:
   results = []
   for seed in config.seeds:
     seed_dir = os.path.join(workdir, f"seed_{seed}")
-    split = planetoid.split_edges(citation.edges, citation.num_nodes, seed, config.val_fraction,
-                                  config.test_fraction)
-    graph = linkpred._graph(citation, planetoid.train_adjacency(split))  # pylint: disable=protected-access
-    given = linkpred.fixed_ids(config, citation, planetoid.train_adjacency(split), seed)
+    split, graph, given = linkpred.seed_graph(config, citation, seed)
     template = training.create_train_state(model, optimizer, graph, seed, init_kwargs={"given_ids": given})
     manager = training.checkpoint.CheckpointManager(os.path.join(seed_dir, "checkpoints"), max_to_keep=None)
     step = _STEP.value or manager.latest_step()

@@ -77,6 +77,13 @@ def fixed_ids(config: LinkpredConfig, citation: planetoid.Citation, adjacency: n
   return tuple(jnp.asarray(i)[None] for i in ids)
 
 
+def seed_graph(config: LinkpredConfig, citation: planetoid.Citation, seed: int):
+  """One seed's edge split, its training graph ([1, N, .]) and fixed clustering ids (None for learned / none)."""
+  split = planetoid.split_edges(citation.edges, citation.num_nodes, seed, config.val_fraction, config.test_fraction)
+  adjacency = planetoid.train_adjacency(split)
+  return split, _graph(citation, adjacency), fixed_ids(config, citation, adjacency, seed)
+
+
 def make_steps(config: LinkpredConfig, mesh):
   """(model, optimizer, step_fn(state, (graph, given)), jitted eval_step(params, graph, given, pairs)), shared by
   every seed (one compilation). The step runs on the one graph replicated over `mesh`."""
@@ -113,10 +120,7 @@ def run_seed(config: LinkpredConfig, citation: planetoid.Citation, seed: int, wo
   result_path = os.path.join(workdir, "result.json")
   if os.path.isfile(result_path):  # rerunning it would train nothing and lose its timing
     return files.read_json(result_path, "seed result JSON")
-  split = planetoid.split_edges(citation.edges, citation.num_nodes, seed, config.val_fraction, config.test_fraction)
-  adjacency = planetoid.train_adjacency(split)
-  graph = _graph(citation, adjacency)
-  given = fixed_ids(config, citation, adjacency, seed)
+  split, graph, given = seed_graph(config, citation, seed)
   pairs = {"val_pos": split.val_edges, "val_neg": split.val_non_edges, "test_pos": split.test_edges,
            "test_neg": split.test_non_edges}
   pairs = {k: jnp.asarray(v, jnp.int32) for k, v in pairs.items()}
