@@ -304,7 +304,8 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   print("metrics: " + " ".join(f"{k}={report.get(k)}" for k in keys), file=out, flush=True)
   print(f"held-out reconstruction ({recon['molecules']} molecules): " + " ".join(
       f"{k}={recon[k]}" for k in ("exact", "exact_corrected", "valid", "bond_auc", "topk_precision", "node_accuracy",
-                                  "kl_nats")), file=out, flush=True)
+                                  "missed_bonds_mean", "extra_bonds_mean", "overflow_atoms_mean", "kl_nats")),
+        file=out, flush=True)
   print("samples against test: " + " ".join(
       f"{k}={sample_stats[k]}/{test_stats[k]}" for k in ("atoms_mean", "rings_mean", "qed_mean", "sa_mean")),
         file=out, flush=True)

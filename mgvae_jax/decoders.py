@@ -71,8 +71,41 @@ def bilinear_pairs(u: Array, v: Array, mask: Array) -> Array:
 PAIR_INPUTS = ("product", "bilinear")
 
 
+def rank_pair_features(positions: Array, mask: Array, max_offset: int = 16) -> Array:
+  """One-hot rank distance of every pair of ranked nodes: channel k-1 is |r_i - r_j| = k for k < max_offset, the
+  last channel |r_i - r_j| >= max_offset; zero on the diagonal and wherever a node has no rank.
+
+  positions [B, N, R] one-hot ranks (a zero row: no rank) -> [B, N, N, max_offset]. A function of the ranks, so it
+  permutes with the nodes.
+  """
+  has = positions.any(-1) & mask  # [B, N]
+  r = jnp.argmax(positions, -1)  # [B, N]
+  d = jnp.minimum(jnp.abs(r[:, :, None] - r[:, None, :]), max_offset)  # [B, N, N]
+  both = has[:, :, None] & has[:, None, :] & (d > 0)
+  return jax.nn.one_hot(d - 1, max_offset, dtype=positions.dtype) * both[..., None]
+
+
+def rank_pointer_pairs(scores: Array, positions: Array, mask: Array) -> Array:
+  """Each node's score for a partner at every rank offset, read at each pair's offset: (s_i[r_j - r_i] +
+  s_j[r_i - r_j]) / 2 per channel, offsets clipped to +-K; zero on the diagonal and wherever a node has no rank.
+
+  scores [B, N, 2K + 1, C] (offset -K..K), positions [B, N, R] one-hot ranks -> [B, N, N, C], symmetric. The decoder
+  counterpart of Featuriser(rank_bond_features=True): a latent that says "bonded to the atom 5 ranks on" scores the
+  pair 5 ranks on, wherever the molecule puts it.
+  """
+  k = (scores.shape[2] - 1) // 2
+  has = positions.any(-1) & mask  # [B, N]
+  r = jnp.argmax(positions, -1)  # [B, N]
+  offset = jnp.clip(r[:, None, :] - r[:, :, None], -k, k) + k  # [B, N, N]: r_j - r_i at (i, j)
+  valid = has[:, :, None] & has[:, None, :] & ~jnp.eye(r.shape[1], dtype=bool)
+  onehot = jax.nn.one_hot(offset, 2 * k + 1, dtype=scores.dtype) * valid[..., None]  # [B, N, N, 2K + 1]
+  f = jnp.einsum("bijo,bioc->bijc", onehot, scores)
+  return 0.5 * (f + jnp.swapaxes(f, 1, 2))
+
+
 def second_order_stack(z: Array, mask: Array, features: int, layers: int,
-                       activation: Callable[[Array], Array], pair_input: str = "product") -> tuple[Array, Array]:
+                       activation: Callable[[Array], Array], pair_input: str = "product",
+                       pair_extra: Array | None = None) -> tuple[Array, Array]:
   """Outer-product features of z, then `layers` general 2->2 layers with gamma, carried as (symmetric, antisymmetric)
   parts (equivariant.linear_2to2_parts: no transposes). Call inside a compact module; the layers are named
   EquivariantLinear2to2_<k>, as stacking EquivariantLinear2to2 would name them.  [B, N, d] -> 2 x [B, N, N, features].
@@ -80,7 +113,8 @@ def second_order_stack(z: Array, mask: Array, features: int, layers: int,
   The first layer gets the outer product's diagonal channels (z_i on i = j) as node channels: the same map as on
   `outer_product_features` (same kernel [15, 2d, features]), with a [B, N, N, d] input instead of [B, N, N, 2d].
   pair_input="bilinear" replaces z_i * z_j by `bilinear_pairs` of two learned linear maps of z (Dense layers
-  pair_u, pair_v of `features` channels each).
+  pair_u, pair_v of `features` channels each). `pair_extra` [B, N, N, P]: symmetric pair channels appended to the
+  first layer's pair input.
   """
   if pair_input not in PAIR_INPUTS:
     raise ValueError(f"pair_input must be one of {PAIR_INPUTS}, got {pair_input!r}")
@@ -92,6 +126,8 @@ def second_order_stack(z: Array, mask: Array, features: int, layers: int,
     pairs = bilinear_pairs(nn.Dense(features, name="pair_u")(z), nn.Dense(features, name="pair_v")(z), mask)
   else:
     pairs = pair_products(z, mask)
+  if pair_extra is not None:
+    pairs = jnp.concatenate([pairs, pair_extra.astype(pairs.dtype)], -1)
   s, a = layer(0)(pairs, None, mask, z)  # z: the diagonal channels (masked inside)
   for k in range(1, layers):
     s, a = layer(k)(s, a, mask)
@@ -140,15 +176,32 @@ class GraphDecoder(nn.Module):
   layers: int = 3
   mlp_hidden: tuple[int, ...] = (512, 512)
   pair_input: str = "product"
+  rank_distances: int = 16  # rank_pair_features' channels when positions are given
+  rank_pointers: int = 0  # rank_pointer_pairs' channels (offsets +-rank_distances) when positions are given; 0: none
 
   @nn.compact
-  def __call__(self, z: Array, mask: Array) -> dict[str, Array]:
+  def __call__(self, z: Array, mask: Array, positions: Array | None = None) -> dict[str, Array]:
+    """`positions` [B, N, R]: one-hot node ranks (zero rows for unranked slots) the second-order decoder reads beside
+    the latents, as node channels, as rank distances of pairs (`rank_pair_features`) and, with rank_pointers, as each
+    latent's scores read at the pair's offset (`rank_pointer_pairs`)."""
     b, n, _ = z.shape
     t, e = self.node_classes, self.edge_classes
     pm = (mask[:, :, None] & mask[:, None, :]).astype(z.dtype)
+    if positions is not None and self.kind != "second_order":
+      raise ValueError(f"decoder positions are read by the second_order decoder only, not {self.kind!r}")
     if self.kind == "second_order":
+      extra = None
+      if positions is not None:
+        extra = rank_pair_features(positions, mask, self.rank_distances)
+        if self.rank_pointers:
+          k = self.rank_distances
+          scores = nn.Dense((2 * k + 1) * self.rank_pointers, name="pointer_scores")(z).reshape(
+              b, n, 2 * k + 1, self.rank_pointers)
+          extra = jnp.concatenate([extra, rank_pointer_pairs(scores, positions, mask)], -1)
+        z = jnp.concatenate([z, positions.astype(z.dtype)], -1)  # [B, N, d + R]
       # General 2->2 layers on (symmetric, antisymmetric) parts; the pair head needs only the symmetric part.
-      hs, ha = second_order_stack(z, mask, self.features, self.layers, nn.relu, self.pair_input)  # 2 x [B, N, N, F]
+      hs, ha = second_order_stack(z, mask, self.features, self.layers, nn.relu, self.pair_input,
+                                  extra)  # 2 x [B, N, N, F]
       pairs = equivariant.EquivariantLinear2to2Parts(1 + e, use_diag_bias=False, symmetric_output=True,
                                                      name="pair_head")(hs, ha, mask)
       node = equivariant.EquivariantLinear2to1Parts(t, name="node_head")(hs, ha, mask)  # [B, N, T]

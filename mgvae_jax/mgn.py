@@ -81,6 +81,10 @@ class MGNConfig:
   pool_top: bool = True  # pool the last level into the top graph's node features (False where nothing reads them)
   posterior: str = "none"  # none (deterministic MGN) | diagonal (eq. 5) | full (MRF, section 4.3)
   covariance_eps: float = 1e-4
+  # With a bounded capacity and a posterior: nodes that overflow their cluster get an independent diagonal posterior
+  # from a first-order head on their features (global-encoder context included) instead of no latent at all, so
+  # every node has a latent for the decoder; only the local encoders' view is bounded.
+  overflow_posterior: bool = False
 
   def __post_init__(self):
     if not self.num_clusters or any(int(k) < 1 for k in self.num_clusters):
@@ -209,6 +213,41 @@ class LocalEncoder(nn.Module):
     return LocalLatents(sample=sample, mean=mean, factor=factor)
 
 
+class OverflowPosterior(nn.Module):
+  """A diagonal posterior for the nodes that overflowed their cluster, from a first-order head on their features.
+
+  Merged into the level's posterior: the means and scales of the overflowed nodes [B, N] replace the zeros the
+  clusters left there (for a full posterior the scale goes on the factor's diagonal: those nodes are independent of
+  the rest), and so do their samples (mean + scale e, plus sqrt(eps) e' for a full posterior, whose covariance adds
+  eps I).
+  """
+  latent_dim: int
+  init_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, nodes: Array, overflow: Array, post: dict, latents: Array, noise: Optional[Array], eps: float,
+               jitter: Optional[Array]) -> tuple[dict, Array]:
+    h = nn.LayerNorm(name="norm")(nodes)
+    mean = nn.Dense(self.latent_dim, name="mean")(h)  # [B, N, d]
+    raw = nn.Dense(self.latent_dim, name="scale", kernel_init=nn.initializers.normal(0.01),
+                   bias_init=nn.initializers.constant(np.log(np.expm1(self.init_scale))))(h)
+    scale = jax.nn.softplus(raw) + 1e-3  # [B, N, d]
+    o = overflow[..., None]
+    post = dict(post)
+    post["posterior_mean"] = jnp.where(o, mean, post["posterior_mean"])
+    sample = mean
+    if "posterior_factor" in post:
+      eye = jnp.eye(overflow.shape[1], dtype=scale.dtype)[None, :, :, None]
+      post["posterior_factor"] = post["posterior_factor"] + eye * jnp.where(o, scale, 0.0)[:, :, None, :]
+      if noise is not None:
+        sample = mean + scale * noise + jnp.sqrt(eps) * jitter
+    else:
+      post["posterior_scale"] = jnp.where(o, scale, post["posterior_scale"])
+      if noise is not None:
+        sample = mean + scale * noise
+    return post, jnp.where(o, sample, latents)
+
+
 class ClusterPooling(nn.Module):
   """p: permutation-invariant pooling of each cluster's latents (DeepSets rho(sum, mean of phi)).
 
@@ -325,6 +364,10 @@ class MGN(nn.Module):
         post["posterior_factor"] = jax.vmap(hierarchy.scatter_edges, in_axes=(0, 0, None))(
             hierarchy.unflatten_clusters(local.factor, b), slots, n)
       latents = to_nodes(z_blocks)  # [B, N, d]
+      if cfg.overflow_posterior and capacity is not None and capacity < n and cfg.posterior != "none":
+        post, latents = OverflowPosterior(cfg.latent_dim, name=f"overflow_posterior_{i}")(
+            nodes, slots.overflow, post, latents, None if eps_nodes is None else eps_nodes[0], cfg.covariance_eps,
+            None if eps_nodes is None else eps_nodes[1])
       # d_local / d_global.
       local_logits = global_logits = None
       local_dec = _edge_decoder(cfg.local_decoder, cfg.decoder_features, cfg.decoder_layers, f"local_decoder_{i}")

@@ -56,6 +56,11 @@ class MGVAEConfig:
   # The second-order decoders' pair input: "product" (z_i * z_j per channel) or "bilinear" (learned bilinear forms,
   # decoders.bilinear_pairs).
   decoder_pairs: str = "product"
+  # The finest decoder also reads each node's rank (the last max_nodes channels of batch.nodes, one-hot, as
+  # Featuriser(rank_features=True) writes them) and the rank distance of each pair; second_order decoder only.
+  decoder_positions: bool = False
+  rank_distances: int = 16  # pair channels |r_i - r_j| = 1, ..., rank_distances - 1 and ">= rank_distances"
+  rank_pointers: int = 0  # channels of decoders.rank_pointer_pairs (each latent's score for a partner at each offset)
   mlp_hidden: tuple[int, ...] = (512, 512)  # Table 1's MLP decoder: two hidden layers of 512, sigmoid
   # The autoregressive decoder (autoregressive.py): the valence cap of each node class (the last class is "no atom",
   # cap 0; autoregressive.valence_table builds it from a featuriser's types) and the scan length (0: 3 * max_nodes).
@@ -91,6 +96,11 @@ class MGVAEConfig:
                        "term is a mean NLL per construction step")
     if self.decoder_pairs not in decoders.PAIR_INPUTS:
       raise ValueError(f"MGVAEConfig.decoder_pairs must be one of {decoders.PAIR_INPUTS}, got {self.decoder_pairs!r}")
+    if self.decoder_positions and self.decoder != "second_order":
+      raise ValueError(f"MGVAEConfig.decoder_positions needs decoder='second_order', got {self.decoder!r}")
+    if self.rank_distances < 1 or self.rank_pointers < 0:
+      raise ValueError(f"MGVAEConfig needs rank_distances >= 1 and rank_pointers >= 0, got {self.rank_distances}, "
+                       f"{self.rank_pointers}")
     if self.matching not in ("free", "none"):
       raise ValueError(f"MGVAEConfig.matching must be 'free' or 'none', got {self.matching!r}")
     if self.max_nodes < 1 or self.node_classes < 1 or self.edge_classes < 1:
@@ -188,7 +198,10 @@ class MGVAE(nn.Module):
     else:
       self.graph_decoder = decoders.GraphDecoder(cfg.decoder, cfg.max_nodes, cfg.node_classes, cfg.edge_classes,
                                                  cfg.decoder_features, cfg.decoder_layers, cfg.mlp_hidden,
-                                                 cfg.decoder_pairs)
+                                                 cfg.decoder_pairs, cfg.rank_distances, cfg.rank_pointers)
+    if cfg.decoder_positions:
+      # Which slots hold atoms, from each latent alone: where the ranks come from when decoding samples.
+      self.atom_head = nn.Dense(1, name="atom_head")
     self.coarse_decoders = ([decoders.SecondOrderDecoder(cfg.decoder_features, cfg.decoder_layers, 1, diagonal=True,
                                                          name=f"coarse_decoder_{i}")
                              for i in range(1, len(sizes))] if cfg.coarse_decoders else [])
@@ -200,6 +213,9 @@ class MGVAE(nn.Module):
     if batch.nodes.shape[-1] < cfg.node_classes:
       raise ValueError(f"node features have {batch.nodes.shape[-1]} channels, fewer than node_classes="
                        f"{cfg.node_classes} (the node-type one-hot comes first)")
+    if cfg.decoder_positions and batch.nodes.shape[-1] < cfg.node_classes + cfg.max_nodes:
+      raise ValueError(f"decoder_positions reads one-hot ranks from the last max_nodes={cfg.max_nodes} node channels, "
+                       f"but nodes have only {batch.nodes.shape[-1]} channels (featurise with rank_features=True)")
     if batch.edges.shape[-1] != cfg.edge_classes:
       raise ValueError(f"edge features have {batch.edges.shape[-1]} channels, expected edge_classes="
                        f"{cfg.edge_classes}")
@@ -218,7 +234,7 @@ class MGVAE(nn.Module):
     if cfg.decoder == "autoregressive":
       dec, edge = self._autoregressive_nll(finest.latents, batch, train)
     else:
-      dec = self.graph_decoder(finest.latents, mask)
+      dec = self.graph_decoder(finest.latents, mask, *self._positions(batch))
       edge = mgn_lib.masked_bce(dec["edge"], edge_true, pm, edge_pos_weight, axes=(1, 2))
     on_edge = (pm & edge_true).astype(batch.edges.dtype)
     edge_type = jnp.zeros_like(edge)
@@ -229,6 +245,11 @@ class MGVAE(nn.Module):
     node_ce = -jnp.sum(jax.nn.log_softmax(dec["node"], -1) * node_target, -1)  # [B, N]
     m = mask.astype(node_ce.dtype)
     node = (node_ce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
+    if cfg.decoder_positions:  # the atom head, on the same per-slot mean
+      ranked = self._positions(batch)[0].any(-1).astype(node_ce.dtype)  # [B, N]
+      logit = self.atom_head(finest.latents)[..., 0]
+      bce = ranked * jax.nn.softplus(-logit) + (1.0 - ranked) * jax.nn.softplus(logit)  # [B, N]
+      node = node + (bce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
     if cfg.reconstruction == "sum":  # means -> sums; ordered pairs count each unordered pair twice
       edge = edge * jnp.maximum(pm.sum((1, 2)), 1).astype(edge.dtype) * 0.5
       edge_type = edge_type * jnp.maximum(on_edge.sum((1, 2)), 1.0) * 0.5
@@ -257,6 +278,23 @@ class MGVAE(nn.Module):
                        edge_type=edge_type * graph_real, node=node * graph_real,
                        local=local * graph_real[:, None], decoded=dec, hierarchy=out)
 
+  def _positions(self, batch: graphs.GraphBatch) -> tuple[Array, ...]:
+    """() or (one-hot ranks [B, N, N],) for the finest decoder."""
+    if not self.config.decoder_positions:
+      return ()
+    return (batch.nodes[..., -self.config.max_nodes:],)
+
+  def sample_positions(self, z: Array) -> Array:
+    """Ranks for latents with no molecule behind them (prior samples): the slots the atom head calls atoms are ranked
+    0, 1, ... in slot order, the rest unranked.  [B, N, d] -> one-hot [B, N, N].
+
+    Slot order is the aggregate prior's canonical order, and the learnable prior's slots are exchangeable, so this
+    ranks samples as training ranked molecules.
+    """
+    atom = self.atom_head(z)[..., 0] > 0  # [B, N]
+    rank = jnp.cumsum(atom, -1) - 1
+    return jax.nn.one_hot(rank, z.shape[1], dtype=z.dtype) * atom[..., None]
+
   def _autoregressive_nll(self, z: Array, batch: graphs.GraphBatch, train: bool) -> tuple[dict, Array]:
     """Node logits, and the teacher-forced NLL of the BFS construction per construction step [B] (a mean, like the
     other decoders' per-pair edge terms), from a random start atom when training (the first atom otherwise)."""
@@ -278,7 +316,8 @@ class MGVAE(nn.Module):
     out = self.mgn(batch, train=False)
     return tuple(lv.posterior_mean for lv in out.levels)
 
-  def decode(self, z: Array, level: int = 0, edge_pos_weight: float | Array = 1.0) -> dict[str, Array]:
+  def decode(self, z: Array, level: int = 0, edge_pos_weight: float | Array = 1.0,
+             positions: Array | None = None) -> dict[str, Array]:
     """Decode latents of one level (0 = finest) with every slot a node.
 
     Finest level: probabilities {edge [B,N,N], edge_type [B,N,N,E], node [B,N,T]}; coarser: {adjacency [B,K,K]}.
@@ -286,12 +325,17 @@ class MGVAE(nn.Module):
     p = w q / (w q + 1 - q), not by the edge probability q itself, so the logits are shifted by -log w to give q
     (without it, w ~ 27 on ZINC turns every pair with q > 1/28 into a likely edge).
     The autoregressive decoder returns the one-hot graph it built instead (`_decode_autoregressive`; rng `sample`).
+    `positions` [B, N, N]: the nodes' one-hot ranks when the decoder reads them (config.decoder_positions): the
+    encoded molecule's for a reconstruction, `sample_positions(z)` when None.
     """
     mask = jnp.ones(z.shape[:2], bool)
     if level == 0 and self.config.decoder == "autoregressive":
       return self._decode_autoregressive(z)
     if level == 0:
-      logits = self.graph_decoder(z, mask)
+      if self.config.decoder_positions:
+        logits = self.graph_decoder(z, mask, self.sample_positions(z) if positions is None else positions)
+      else:
+        logits = self.graph_decoder(z, mask)
       off = 1.0 - jnp.eye(z.shape[1], dtype=z.dtype)
       edge_logits = logits["edge"] - jnp.log(jnp.asarray(edge_pos_weight, z.dtype))
       return {"edge": jax.nn.sigmoid(edge_logits) * off, "edge_type": jax.nn.softmax(logits["edge_type"], -1),

@@ -19,16 +19,16 @@ ZINC = ("N#Cc1ccc(-c2ccc(O[C@@H](C(=O)N3CCCC3)c3ccccc3)cc2)cc1",
         "CC(=O)Nc1c2n(c3ccccc13)C[C@](C)(C(=O)NC1CCCCC1)N(C1CCCCC1)C2=O")
 
 
-def _setup(rank_features=False, clustering="learned"):
+def _setup(rank_features=False, clustering="learned", decoder_positions=False, overflow_posterior=False):
   feat = featurise.Featuriser("zinc", chemical_features=True, rank_features=rank_features)
   batch, report = feat.featurise_many(ZINC)
   assert report.kept == len(ZINC)
   cfg = vae.MGVAEConfig(
       mgn=mgn.MGNConfig(num_clusters=(4, 2), capacity=(8, 2), clustering=clustering, posterior="full",
                         local_decoder="none", latent_dim=8, encoder_features=8, encoder_layers=1, cluster_features=8,
-                        pool_features=8, global_encoder_layers=1),
+                        pool_features=8, global_encoder_layers=1, overflow_posterior=overflow_posterior),
       max_nodes=feat.max_nodes, node_classes=feat.num_types, edge_classes=feat.num_edge_types, decoder_features=8,
-      decoder_layers=1)
+      decoder_layers=1, decoder_positions=decoder_positions)
   model = vae.MGVAE(cfg)
   batch = jax.tree_util.tree_map(jnp.asarray, batch)
   rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
@@ -37,9 +37,10 @@ def _setup(rank_features=False, clustering="learned"):
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("rank_features,clustering", [(False, "learned"), (True, "learned")])
-def test_encoder_and_loss_are_equivariant_with_overflowing_clusters(rank_features, clustering):
-  cfg, model, params, batch = _setup(rank_features, clustering)
+@pytest.mark.parametrize("rank_features,decoder_positions", [(False, False), (True, False), (True, True)],
+                         ids=["plain", "ranks", "ranks_read_by_the_decoder_and_overflow_posterior"])
+def test_encoder_and_loss_are_equivariant_with_overflowing_clusters(rank_features, decoder_positions):
+  cfg, model, params, batch = _setup(rank_features, "learned", decoder_positions, overflow_posterior=decoder_positions)
   b, n = batch.mask.shape
   gumbel = [jax.random.gumbel(jax.random.PRNGKey(5 + i), (b, s, k))
             for i, (s, k) in enumerate(zip(cfg.level_sizes(), cfg.mgn.num_clusters))]
@@ -62,6 +63,9 @@ def test_encoder_and_loss_are_equivariant_with_overflowing_clusters(rank_feature
     jitted = jax.jit(lambda *a: run(*a, train))
     out = jitted(batch, gumbel, lnoise)
     assert int(np.asarray(out[2])[:, 0].max()) > 0, "the test needs overflowing clusters"
+    if cfg.mgn.overflow_posterior:  # every atom has a latent, an overflowed one too
+      over = np.asarray(out[1])
+      assert over.any() and np.all(np.abs(np.asarray(out[0]))[over].max(-1) > 0)
 
     def fn(nodes, edges, mask, g0, e0, e1):
       return jitted(graphs.GraphBatch(nodes, edges, mask), [g0] + gumbel[1:], [(e0, e1)] + lnoise[1:])

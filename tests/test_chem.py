@@ -129,8 +129,32 @@ def test_rank_features_are_a_function_of_the_molecule(rank_order):
     consecutive += int(np.sum(np.abs(ranks[i] - ranks[j]) == 1))
     bonds += len(i)
   assert (consecutive / bonds > 0.6) == (rank_order == "smiles"), consecutive / bonds
+  assert sorted(ranks) == list(ranks), "slot k holds rank k"
   with pytest.raises(ValueError, match="rank_order"):
     chem.Featuriser("zinc", rank_order="bfs")
+
+
+def test_rank_bond_features_list_each_atoms_bonds_by_type_and_rank_offset():
+  feat = chem.Featuriser("zinc", rank_features=True, rank_order="smiles", rank_bond_features=True)
+  k = chem.featurise.RANK_BOND_OFFSET
+  assert feat.num_node_features == 18 + 3 * (2 * k + 1) + 38
+  nodes, edges = feat.featurise("c1ccccc1CCO")  # canonical SMILES OCCc1ccccc1: the ring closes from rank 3 to 8
+  base = 18
+  offsets = nodes[:, base:base + 3 * (2 * k + 1)].reshape(38, 3, 2 * k + 1)  # [N, type, offset]
+  ranks = nodes[:, -38:].argmax(-1)
+  for i in range(9):
+    want = np.zeros((3, 2 * k + 1))
+    for j in np.nonzero(edges[i].sum(-1))[0]:
+      want[edges[i, j].argmax(), np.clip(ranks[j] - ranks[i], -k, k) + k] += 1
+    np.testing.assert_array_equal(offsets[i], want)
+  assert offsets[3, 0, k + 5] == 1 and offsets[8, 0, k - 5] == 1  # the ring closure, single in the kekule form
+  assert not offsets[9:].any()
+  # A bond further than k ranks away is counted at the end channel.
+  ring = feat.featurise("C1" + "C" * 18 + "C1")[0]  # cycloicosane: the ring closes from rank 0 to rank 19
+  counts = ring[:, base:base + 3 * (2 * k + 1)].reshape(38, 3, 2 * k + 1)
+  assert counts[0, 0, -1] == 1 and counts[19, 0, 0] == 1 and counts[:, 0, 0].sum() == counts[:, 0, -1].sum() == 1
+  with pytest.raises(ValueError, match="rank_bond_features needs rank_features"):
+    chem.Featuriser("zinc", rank_bond_features=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

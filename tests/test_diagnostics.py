@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from rdkit import Chem
 
 from experiments import molgen
 from experiments.configs import molgen as molgen_config
@@ -30,22 +31,27 @@ def test_a_perfect_reconstruction_scores_perfectly_and_a_wrong_one_does_not():
   def truth(params, b):  # the input itself as "probabilities": every molecule must count as reconstructed
     del params
     probs = {"node": b.nodes[..., :t], "edge": b.edges.sum(-1), "edge_type": b.edges + 1e-3}
-    return probs, jnp.ones((b.nodes.shape[0], 2)), jnp.zeros(b.nodes.shape[0], jnp.int32)
+    return probs, jnp.ones((b.nodes.shape[0], 2)), jnp.zeros(b.mask.shape, bool)
 
   res = reconstruction.reconstruction_metrics(None, None, batch, QM9_LIKE, feat, reconstructor=truth, batch_size=4,
                                               keep_examples=2)
   assert res["exact"] == res["exact_corrected"] == res["valid"] == 1.0
   assert res["bond_auc"] == res["topk_precision"] == res["node_accuracy"] == res["bond_type_accuracy"] == 1.0
   assert res["kl_nats"] == [1.0, 1.0] and np.isclose(res["kl_bits"][0], 1 / np.log(2))
+  assert res["missed_bonds_mean"] == res["extra_bonds_mean"] == res["overflow_atoms_mean"] == 0.0
   assert res["examples"][0][0] == QM9_LIKE[0] and res["examples"][0][1] == featurise.canonical_smiles(QM9_LIKE[0])
 
   def no_bonds(params, b):
     probs, kl, overflow = truth(params, b)
-    return dict(probs, edge=jnp.zeros_like(probs["edge"])), kl, overflow + 1
+    # and the first and last slots (an atom, a "no atom" slot) overflowed
+    return dict(probs, edge=jnp.zeros_like(probs["edge"])), kl, overflow.at[:, 0].set(True).at[:, -1].set(True)
 
   res = reconstruction.reconstruction_metrics(None, None, batch, QM9_LIKE, feat, reconstructor=no_bonds)
   assert res["exact"] == 0.0 and res["valid"] == 0.0 and res["node_accuracy"] == 1.0
-  assert res["overflow_slots_mean"] == res["molecules_with_overflow"] == 1.0
+  assert res["overflow_slots_mean"] == 2.0 and res["molecules_with_overflow"] == 1.0
+  assert res["overflow_atoms_mean"] == res["molecules_with_overflowed_atoms"] == 1.0
+  bonds = [Chem.MolFromSmiles(s).GetNumBonds() for s in QM9_LIKE]
+  assert res["missed_bonds_mean"] == pytest.approx(np.mean(bonds)) and res["extra_bonds_mean"] == 0.0
   assert res["bond_auc"] == 0.5  # all scores tie
 
 

@@ -101,6 +101,7 @@ def test_a_run_made_before_a_field_existed_is_still_this_config(tmp_path):
   config = molgen_config.get_config("qm9", "test")
   defaults = overrides.field_defaults(molgen_config.MolgenConfig)
   assert defaults["rank_order"] == "canonical" and defaults["train"]["num_steps"] == training.TrainConfig().num_steps
+  config = overrides.apply(config, ["rank_order=canonical"])  # the field at its default
   old = overrides.to_dict(config)
   del old["rank_order"]
   os.makedirs(tmp_path / "run")
@@ -139,6 +140,8 @@ def test_config_rejects_impossible_settings():
     overrides.apply(config, ["train.batch_size=0"])
   with pytest.raises(ValueError, match="padded to 38"):
     dataclasses.replace(config, dataset="zinc")  # a qm9-sized model for zinc molecules
+  with pytest.raises(ValueError, match="decoder_positions reads the rank features"):
+    overrides.apply(config, ["rank_bond_features=False", "rank_features=False"])
 
 
 def test_bad_flags_give_clear_errors():
@@ -264,14 +267,10 @@ _SHARDING_PROGRAM = textwrap.dedent("""
     from mgvae_jax.training import sharding
     assert jax.device_count() == 4, jax.devices()
     config = molgen_config.get_config("qm9", "test")
-    rng = np.random.default_rng(0)
-    n, t = config.model.max_nodes, config.model.node_classes
-    nodes = np.zeros((16, n, t), np.float32); edges = np.zeros((16, n, n, 3), np.float32)
-    for g in range(16):
-      k = int(rng.integers(3, n + 1)); nodes[g, np.arange(k), rng.integers(0, t - 1, k)] = 1; nodes[g, k:, t - 1] = 1
-      for i in range(1, k):
-        j = int(rng.integers(0, i)); edges[g, i, j, 0] = edges[g, j, i, 0] = 1
-    data = graphs.GraphBatch(nodes, edges, np.ones((16, n), bool))
+    smiles = ["CCO", "c1ccccc1", "CC(=O)N", "OCC(N)=O", "C1CC1C#N", "CC(C)(O)C=O", "FC(F)F", "c1ccoc1",
+              "CCN", "CC#N", "OC1CCC1", "CC=O", "NC(=O)C=O", "C1COC1", "CCCO", "c1cnoc1"]
+    data, report = config.featuriser().featurise_many(smiles)
+    assert report.kept == 16
     model = vae.MGVAE(config.model)
     batches = list(pipeline.batches(data, 8, seed=0, epoch=0))
     opt, fresh = trainer.mgvae_state(config, model, batches[0][0], 2)

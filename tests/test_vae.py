@@ -192,12 +192,20 @@ def test_sample_covariance_matches_learnable_prior():
     np.testing.assert_allclose(z[:, :, c].mean(0), np.asarray(mu)[:, c], atol=0.05)
 
 
+def _ranked(batch):
+  """The batch with one-hot ranks (slot order of the atoms) in N extra node channels, as rank_features writes them."""
+  atom = batch.nodes[..., T - 1] == 0
+  ranks = jax.nn.one_hot(jnp.cumsum(atom, -1) - 1, N) * atom[..., None]
+  return batch.replace(nodes=jnp.concatenate([batch.nodes, ranks], -1))
+
+
 @pytest.mark.heavy
-@pytest.mark.parametrize("decoder", ["second_order", "mlp", "dot"])
+@pytest.mark.parametrize("decoder", ["second_order", "mlp", "dot", "second_order_with_ranks"])
 def test_every_decoder_runs_and_every_parameter_learns(decoder):
-  cfg = _config(decoder=decoder, mlp_hidden=(32, 32))
+  positions = decoder == "second_order_with_ranks"
+  cfg = _config(decoder="second_order" if positions else decoder, mlp_hidden=(32, 32), decoder_positions=positions)
   model = vae.MGVAE(cfg)
-  batch = _mol_batch(5)
+  batch = _ranked(_mol_batch(5)) if positions else _mol_batch(5)
   params = _init(model, batch)
   grads = jax.jit(jax.grad(lambda p: model.apply(p, batch, train=True, rngs={
       "gumbel": jax.random.PRNGKey(0), "latent": jax.random.PRNGKey(1)}).loss.mean()))(params)
@@ -232,6 +240,26 @@ def test_bad_inputs_raise():
     model.init(jax.random.PRNGKey(0), _mol_batch(0, n=7), train=False)
   with pytest.raises(ValueError, match="no edges"):
     vae.edge_pos_weight(graphs.from_arrays([np.zeros((3, 3))]))
+  with pytest.raises(ValueError, match="decoder_positions needs decoder='second_order'"):
+    _config(decoder="dot", decoder_positions=True)
+  with pytest.raises(ValueError, match="rank_features=True"):
+    vae.MGVAE(_config(decoder_positions=True)).init(jax.random.PRNGKey(0), _mol_batch(0), train=False)
+
+
+def test_samples_are_ranked_in_slot_order_where_the_atom_head_sees_atoms():
+  model = vae.MGVAE(_config(decoder_positions=True))
+  batch = _ranked(_mol_batch(7))
+  params = _init(model, batch)
+  z = jax.random.normal(jax.random.PRNGKey(3), (6, N, 8))
+  positions = np.asarray(model.apply(params, z, method=vae.MGVAE.sample_positions))  # [6, N, N]
+  atom = np.asarray(model.apply(params, z, method=lambda m, z: m.atom_head(z)[..., 0] > 0))
+  assert atom.any() and not atom.all(), "the test needs both atoms and empty slots"
+  np.testing.assert_array_equal(positions.any(-1), atom)
+  for b in range(6):
+    np.testing.assert_array_equal(positions[b][atom[b]].argmax(-1), np.arange(atom[b].sum()))
+  # Decoding with the encoded molecule's ranks is what reconstruction does; without them, the sampled ranks.
+  out = model.apply(params, z, 0, 1.0, jnp.asarray(positions), method=vae.MGVAE.decode)
+  np.testing.assert_allclose(out["edge"], model.apply(params, z, method=vae.MGVAE.decode)["edge"], atol=1e-6)
 
 
 def test_decode_calibrates_edge_probabilities_for_the_training_pos_weight():

@@ -50,6 +50,7 @@ class MolgenConfig:
   chemical_features: bool = True  # Table 2's 24 RDKit features as extra node inputs (the paper does this on ZINC)
   rank_features: bool = False  # one-hot canonical atom ranks as node inputs (featurise.Featuriser.rank_features)
   rank_order: str = "canonical"  # canonical | smiles: which ranks (featurise.Featuriser.rank_order)
+  rank_bond_features: bool = False  # each atom's bonds as rank offsets (featurise.Featuriser.rank_bond_features)
   charged_types: bool = True  # charged species (N+, O-, ...) are node types of their own (else such molecules skip)
   # Optimisation, schedules, logging, checkpoints, fault injection; train.seed also seeds the training subset and
   # sampling.
@@ -94,6 +95,8 @@ class MolgenConfig:
       raise ValueError(f"edge_threshold must be in (0, 1), got {self.edge_threshold}")
     feat = self.featuriser()
     model = self.model
+    if model.decoder_positions and not self.rank_features:
+      raise ValueError("model.decoder_positions reads the rank features: set rank_features=True")
     if model.max_nodes != feat.max_nodes:
       raise ValueError(f"model.max_nodes={model.max_nodes} but {self.dataset} molecules are padded to "
                        f"{feat.max_nodes} atoms")
@@ -105,7 +108,7 @@ class MolgenConfig:
   def featuriser(self) -> featurise.Featuriser:
     return featurise.Featuriser(self.dataset, charged_types=self.charged_types,
                                 chemical_features=self.chemical_features, rank_features=self.rank_features,
-                                rank_order=self.rank_order)
+                                rank_order=self.rank_order, rank_bond_features=self.rank_bond_features)
 
 
 def check_cluster_counts(model: vae.MGVAEConfig) -> None:
@@ -145,7 +148,8 @@ def get_config(dataset: str = "zinc", preset: str = "cpu", decoder: str = "all_a
   model = dataclasses.replace(
       config.model, decoder="autoregressive", ar_steps=steps,
       ar_valences=autoregressive.valence_table(feat.type_names, featurise.NO_ATOM),
-      decoder_features=16 if preset == "cpu" else config.model.decoder_features)
+      decoder_features=16 if preset == "cpu" else config.model.decoder_features,
+      decoder_positions=False, rank_pointers=0)  # the rank-reading pair inputs are the second-order decoder's
   return dataclasses.replace(config, model=model)
 
 
@@ -176,24 +180,30 @@ def _preset(dataset: str, preset: str) -> MolgenConfig:
     # and samples drawn from a Gaussian mixture fitted to the aggregate posterior (10 components on ZINC: a fit on its
     # 608 dimensions takes about 95 s).
     # long: 6 x the steps on 5 x the molecules (ZINC: about 19 epochs of 50,000), the rate decayed by a cosine.
+    # ZINC only, measured against the settings above (README): ranks are canonical-SMILES positions, the encoder
+    # gets each atom's bonds as rank offsets, the decoder reads the ranks (rank distances and pointer pairs), and
+    # atoms that overflow their cluster get a posterior of their own.
     long = preset == "long"
     steps = (2000 if zinc else 4000) * (6 if long else 1)
     model = _model(dataset, mgn=dict(num_clusters=(4, 2), capacity=(16, 4) if zinc else None, latent_dim=16,
                                      encoder_features=32, encoder_layers=2, cluster_features=32, pool_features=32,
-                                     global_encoder_layers=1),
-                   decoder_features=32, decoder_layers=3, kl_weight=CPU_KL_WEIGHT, decoder_pairs="bilinear")
+                                     global_encoder_layers=1, overflow_posterior=zinc),
+                   decoder_features=32, decoder_layers=3, kl_weight=CPU_KL_WEIGHT, decoder_pairs="bilinear",
+                   decoder_positions=zinc, rank_pointers=8 if zinc else 0)
     train = training.TrainConfig(batch_size=32, num_steps=steps, temperature_decay_steps=int(0.8 * steps),
                                  learning_rate=2e-3, lr_schedule="cosine" if long else "constant",
                                  checkpoint_every=500 if long else 250)
     return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=zinc, rank_features=True,
+                        rank_order="smiles" if zinc else "canonical", rank_bond_features=zinc,
                         num_train=50_000 if long else 10_000, train=train, sample_from="aggregate",
                         prior_components=10 if zinc else 20, quality_every=steps // (6 if long else 4))
-  # test: seconds, not minutes.
+  # test: seconds, not minutes; the ZINC cpu preset's code paths (SMILES ranks read by the decoder) on either set.
   model = _model(dataset, mgn=dict(num_clusters=(2, 1), latent_dim=4, encoder_features=8, encoder_layers=1,
                                    cluster_features=8, cluster_layers=1, pool_features=8, global_encoder_layers=1),
-                 decoder_features=8, decoder_layers=1, decoder_pairs="bilinear")
+                 decoder_features=8, decoder_layers=1, decoder_pairs="bilinear", decoder_positions=True,
+                 rank_pointers=2)
   return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=False, rank_features=True,
-                      sample_from="aggregate", prior_components=2, num_train=48,
+                      rank_order="smiles", rank_bond_features=True, sample_from="aggregate", prior_components=2, num_train=48,
                       train=training.TrainConfig(batch_size=8, num_steps=6, temperature_decay_steps=6, log_every=1,
                                                  checkpoint_every=2),
                       num_samples=24, sample_batch_size=16, num_test=32, num_reconstruct=16, compute_fcd=False,

@@ -45,6 +45,7 @@ DATASET_ATOM_TYPES = {
     "zinc": (("C", "N", "O", "F", "P", "S", "Cl", "Br", "I"), ("N+", "O-", "N-", "S-", "O+", "S+", "C-", "P+")),
 }
 RANK_ORDERS = ("canonical", "smiles")  # Featuriser.rank_order
+RANK_BOND_OFFSET = 16  # Featuriser.rank_bond_features: offsets -16..16, the ends counting everything beyond
 DATASET_MAX_NODES = {"qm9": 9, "zinc": 38}  # the largest molecules: 9 heavy atoms (QM9), 38 (ZINC250k)
 
 # Why a SMILES is rejected (FeaturiseReport.rejected keys).
@@ -189,9 +190,15 @@ class Featuriser:
       join consecutive positions (73 % of ZINC's bonds, against 11 % under canonical ranks) and a decoder reads the
       chain from the positions, leaving only branches and ring closures to place. Canonical SMILES is a function of
       the molecule too, so the same equivariance argument holds.
-    canonical_order: put atoms in RDKit canonical-rank order (the same graph whatever SMILES spelling of the
-      molecule); otherwise the SMILES order. The model is permutation equivariant, so this matters only for
-      non-equivariant decoders and for reproducibility.
+    rank_bond_features: with rank_features, append before the ranks each atom's bonds as (bond type, rank offset):
+      channel t (2 RANK_BOND_OFFSET + 1) + o + RANK_BOND_OFFSET counts its bonds of type t to atoms of rank r_i + o,
+      offsets beyond +-RANK_BOND_OFFSET counted at the ends ([3 (2 RANK_BOND_OFFSET + 1)], zero on "no atom" slots).
+      An encoder could compute them from the ranks and the bonds; given them, it only has to carry them into the
+      latents, which a decoder that reads ranks turns back into bonds.
+    canonical_order: put atoms in the order of the ranks `rank_order` names, so that slot k holds rank k (the same
+      graph whatever SMILES spelling of the molecule); otherwise the input SMILES order. The model is permutation
+      equivariant, so this matters only for non-equivariant decoders, for a prior fitted in slot order
+      (aggregate_prior) and for reproducibility.
   """
   dataset: str = "qm9"
   max_nodes: Optional[int] = None
@@ -200,6 +207,7 @@ class Featuriser:
   chemical_features: bool = False
   rank_features: bool = False
   rank_order: str = "canonical"
+  rank_bond_features: bool = False
   canonical_order: bool = True
 
   def __post_init__(self):
@@ -223,6 +231,8 @@ class Featuriser:
       raise ValueError(f"Featuriser.max_nodes must be >= 1, got {self.max_nodes}")
     if self.rank_order not in RANK_ORDERS:
       raise ValueError(f"Featuriser.rank_order must be one of {RANK_ORDERS}, got {self.rank_order!r}")
+    if self.rank_bond_features and not self.rank_features:
+      raise ValueError("Featuriser.rank_bond_features needs rank_features=True (offsets are between ranks)")
     if not self.atom_types:
       raise ValueError("Featuriser.atom_types must name at least one atom type")
     parsed = [parse_atom_type(t) for t in self.atom_types]
@@ -253,9 +263,15 @@ class Featuriser:
 
   @property
   def num_node_features(self) -> int:
-    """F: T, plus 24 with chemical_features, plus N with rank_features."""
+    """F: T, plus 24 with chemical_features, plus 3 (2 RANK_BOND_OFFSET + 1) with rank_bond_features, plus N with
+    rank_features (always the last N channels)."""
     return (self.num_types + (NUM_CHEMICAL_FEATURES if self.chemical_features else 0)
+            + (self.num_rank_bond_features if self.rank_bond_features else 0)
             + (self.max_nodes if self.rank_features else 0))
+
+  @property
+  def num_rank_bond_features(self) -> int:
+    return NUM_BOND_TYPES * (2 * RANK_BOND_OFFSET + 1)
 
   @property
   def num_edge_types(self) -> int:
@@ -298,7 +314,7 @@ class Featuriser:
     ranks = list(Chem.CanonicalRankAtoms(mol, breakTies=True))
     features = ranks if self.rank_order == "canonical" else smiles_positions(mol)
     if self.canonical_order:
-      order = sorted(range(n), key=ranks.__getitem__)  # order[new] = old
+      order = sorted(range(n), key=features.__getitem__)  # order[new] = old: slot k holds rank k
       mol = Chem.RenumberAtoms(mol, order)
       types = [types[i] for i in order]
       features = [features[i] for i in order]
@@ -320,6 +336,12 @@ class Featuriser:
         raise _Reject(UNSUPPORTED_BOND, f"bond {bond.GetIdx()} is {bond_type}; only single/double/triple are encoded")
       i, j, k = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx(), BOND_TYPES.index(bond_type)
       edges[i, j, k] = edges[j, i, k] = 1.0
+    if self.rank_bond_features:
+      base = self.num_node_features - self.max_nodes - self.num_rank_bond_features
+      r = np.asarray(features)
+      ii, jj, tt = np.nonzero(edges[:n, :n])
+      offset = np.clip(r[jj] - r[ii], -RANK_BOND_OFFSET, RANK_BOND_OFFSET) + RANK_BOND_OFFSET
+      np.add.at(nodes, (ii, base + tt * (2 * RANK_BOND_OFFSET + 1) + offset), 1.0)
     return nodes, edges
 
   def featurise_molecule(self, mol: Chem.Mol) -> tuple[np.ndarray, np.ndarray]:

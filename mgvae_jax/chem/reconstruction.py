@@ -12,7 +12,9 @@ calibrated for the training BCE's positive weight) and compared with the input:
   node_accuracy    argmax node type on the molecule's real atoms; slot_accuracy on every slot ("no atom" included)
   bond_type_accuracy  argmax bond type on the true bonds
   kl_nats / kl_bits   the KL of each encoded level (bottom-up) per molecule, as trained (posterior vs prior)
-  overflow_slots_mean, molecules_with_overflow   finest-level slots a bounded cluster left without a latent
+  missed_bonds_mean, extra_bonds_mean   per molecule, bonds the argmax decode leaves out / adds (at edge_threshold)
+  overflow_slots_mean, molecules_with_overflow   finest-level slots a bounded cluster left out of the local encoders
+  overflow_atoms_mean, molecules_with_overflowed_atoms   the same for real atoms only
 
 Pairs are scored over the true molecule's atoms (pairs with a "no atom" slot are left out of the AUC: they are the
 node head's job). Everything is per molecule and then averaged, so one large molecule does not weigh more.
@@ -33,16 +35,18 @@ from mgvae_jax.chem import featurise
 
 
 def make_reconstructor(model: vae.MGVAE, edge_pos_weight: float = 1.0):
-  """A jitted `fn(params, batch) -> (probabilities dict, kl [B, levels], overflow [B])`: decode(posterior means),
-  the KL, and the finest-level slots that overflowed their cluster."""
+  """A jitted `fn(params, batch) -> (probabilities dict, kl [B, levels], overflow [B, N])`: decode(posterior means),
+  the KL, and which finest-level slots overflowed their cluster."""
 
   @jax.jit
   def fn(params, batch: graphs.GraphBatch):
     variables = {"params": params}
     out = model.apply(variables, batch, train=False, edge_pos_weight=edge_pos_weight)
     z = out.hierarchy.levels[0].posterior_mean  # [B, N, d]
-    probs = model.apply(variables, z, 0, edge_pos_weight, method=vae.MGVAE.decode)
-    return probs, out.kl, out.hierarchy.num_overflow[:, 0]
+    # A decoder that reads ranks gets the encoded molecule's, as in training.
+    positions = batch.nodes[..., -model.config.max_nodes:] if model.config.decoder_positions else None
+    probs = model.apply(variables, z, 0, edge_pos_weight, positions, method=vae.MGVAE.decode)
+    return probs, out.kl, out.hierarchy.levels[0].slots.overflow
 
   return fn
 
@@ -81,7 +85,7 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
   no_atom = featuriser.no_atom
   t = featuriser.num_types
   probs, kl, overflow = graphs.map_in_chunks(lambda b: fn(params, b), batch, batch_size)
-  # kl [M, levels]; overflow [M]: finest-level slots left out of a full cluster
+  # kl [M, levels]; overflow [M, N]: finest-level slots left out of a full cluster
   raw = decode.decode_samples(probs, featuriser, corrected=False, edge_threshold=edge_threshold)
   fixed = decode.decode_samples(probs, featuriser, corrected=True, edge_threshold=edge_threshold, connect=True)
   targets = [featurise.canonical_smiles(s) for s in smiles]
@@ -94,6 +98,10 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
     auc, top = _pair_scores(probs["edge"][i], adjacency[i], atoms[i])
     aucs.append(auc)
     tops.append(top)
+  real_pairs = atoms[:, :, None] & atoms[:, None, :] & ~np.eye(atoms.shape[1], dtype=bool)  # [M, N, N]
+  predicted = probs["edge"] > edge_threshold
+  missed = (real_pairs & (adjacency > 0) & ~predicted).sum((1, 2)) / 2  # [M]
+  extra = (real_pairs & (adjacency == 0) & predicted).sum((1, 2)) / 2
   on_bond = adjacency > 0
   bond_types = np.asarray(batch.edges).argmax(-1)
   pred_bond_types = probs["edge_type"].argmax(-1)
@@ -112,8 +120,12 @@ def reconstruction_metrics(model: vae.MGVAE, params, batch: graphs.GraphBatch, s
       "kl_nats": [float(x) for x in kl.mean(0)],
       "kl_bits": [float(x / math.log(2.0)) for x in kl.mean(0)],
       # Bounded cluster capacity: slots (atoms or "no atom") with no latent, which the decoder cannot place.
-      "overflow_slots_mean": float(overflow.mean()),
-      "molecules_with_overflow": float((overflow > 0).mean()),
+      "missed_bonds_mean": float(missed.mean()),
+      "extra_bonds_mean": float(extra.mean()),
+      "overflow_slots_mean": float(overflow.sum(-1).mean()),
+      "molecules_with_overflow": float(overflow.any(-1).mean()),
+      "overflow_atoms_mean": float((overflow & atoms).sum(-1).mean()),
+      "molecules_with_overflowed_atoms": float((overflow & atoms).any(-1).mean()),
   }
   if keep_examples:
     result["examples"] = [(smiles[i], fixed[i].smiles) for i in range(min(keep_examples, m))]
