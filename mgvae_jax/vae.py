@@ -160,8 +160,9 @@ def edge_pos_weight(batches: Sequence[graphs.GraphBatch] | graphs.GraphBatch) ->
 
 
 def _level_kl(cfg: MGVAEConfig, level: mgn_lib.LevelOutput, prior) -> Array:
-  """KL of one level's posterior against its prior, per graph [B]; overflowed nodes (no posterior) excluded."""
-  mask = level.mask & ~level.slots.overflow
+  """KL of one level's posterior against its prior, per graph [B]; overflowed nodes are excluded unless they have a
+  posterior of their own (mgn.overflow_posterior)."""
+  mask = level.mask if cfg.mgn.overflow_posterior else level.mask & ~level.slots.overflow
   eps = cfg.mgn.covariance_eps
   if cfg.mgn.posterior == "diagonal":
     if prior is None:

@@ -75,6 +75,19 @@ def test_encoder_and_loss_are_equivariant_with_overflowing_clusters(rank_feature
         (1, 1, None, None, None, None), jax.random.PRNGKey(3), trials=2, atol=2e-4, rtol=2e-4)
 
 
+@pytest.mark.heavy
+def test_the_kl_counts_the_posterior_of_overflowing_atoms():
+  cfg, model, params, batch = _setup(True, "learned", True, overflow_posterior=True)
+  kl = jax.jit(lambda p: model.apply(p, batch, train=False).kl[:, 0])
+  shifted = jax.tree_util.tree_map(lambda x: x, params)
+  bias = shifted["params"]["mgn"]["overflow_posterior_0"]["mean"]["bias"]
+  shifted["params"]["mgn"]["overflow_posterior_0"]["mean"]["bias"] = bias + 3.0
+  over = np.asarray(jax.jit(lambda p: model.apply(p, batch, train=False).hierarchy.num_overflow[:, 0])(params))
+  assert over.max() > 0
+  moved = np.abs(np.asarray(kl(shifted) - kl(params)))
+  assert np.all(moved[over > 0] > 1e-3) and np.all(moved[over == 0] < 1e-5), (over, moved)
+
+
 def test_overflow_follows_priority_not_slot_order():
   ids = jnp.array([0, 0, 0, 1, 0, 2])
   mask = jnp.ones(6, bool)
