@@ -71,6 +71,13 @@ def bilinear_pairs(u: Array, v: Array, mask: Array) -> Array:
 PAIR_INPUTS = ("product", "bilinear")
 
 
+def _ranked_pairs(positions: Array, mask: Array) -> tuple[Array, Array]:
+  """Ranks r [B, N] (argmax of the one-hot rows) and the pairs i != j of two ranked nodes [B, N, N]."""
+  has = positions.any(-1) & mask  # [B, N]
+  valid = has[:, :, None] & has[:, None, :] & ~jnp.eye(mask.shape[1], dtype=bool)
+  return jnp.argmax(positions, -1), valid
+
+
 def rank_pair_features(positions: Array, mask: Array, max_offset: int = 16) -> Array:
   """One-hot rank distance of every pair of ranked nodes: channel k-1 is |r_i - r_j| = k for k < max_offset, the
   last channel |r_i - r_j| >= max_offset; zero on the diagonal and wherever a node has no rank.
@@ -78,11 +85,9 @@ def rank_pair_features(positions: Array, mask: Array, max_offset: int = 16) -> A
   positions [B, N, R] one-hot ranks (a zero row: no rank) -> [B, N, N, max_offset]. A function of the ranks, so it
   permutes with the nodes.
   """
-  has = positions.any(-1) & mask  # [B, N]
-  r = jnp.argmax(positions, -1)  # [B, N]
+  r, valid = _ranked_pairs(positions, mask)
   d = jnp.minimum(jnp.abs(r[:, :, None] - r[:, None, :]), max_offset)  # [B, N, N]
-  both = has[:, :, None] & has[:, None, :] & (d > 0)
-  return jax.nn.one_hot(d - 1, max_offset, dtype=positions.dtype) * both[..., None]
+  return jax.nn.one_hot(d - 1, max_offset, dtype=positions.dtype) * valid[..., None]
 
 
 def rank_pointer_pairs(scores: Array, positions: Array, mask: Array) -> Array:
@@ -94,10 +99,8 @@ def rank_pointer_pairs(scores: Array, positions: Array, mask: Array) -> Array:
   pair 5 ranks on, wherever the molecule puts it.
   """
   k = (scores.shape[2] - 1) // 2
-  has = positions.any(-1) & mask  # [B, N]
-  r = jnp.argmax(positions, -1)  # [B, N]
+  r, valid = _ranked_pairs(positions, mask)
   offset = jnp.clip(r[:, None, :] - r[:, :, None], -k, k) + k  # [B, N, N]: r_j - r_i at (i, j)
-  valid = has[:, :, None] & has[:, None, :] & ~jnp.eye(r.shape[1], dtype=bool)
   onehot = jax.nn.one_hot(offset, 2 * k + 1, dtype=scores.dtype) * valid[..., None]  # [B, N, N, 2K + 1]
   f = jnp.einsum("bijo,bioc->bijc", onehot, scores)
   return 0.5 * (f + jnp.swapaxes(f, 1, 2))

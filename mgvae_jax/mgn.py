@@ -225,8 +225,9 @@ class OverflowPosterior(nn.Module):
   init_scale: float = 0.1
 
   @nn.compact
-  def __call__(self, nodes: Array, overflow: Array, post: dict, latents: Array, noise: Optional[Array], eps: float,
-               jitter: Optional[Array]) -> tuple[dict, Array]:
+  def __call__(self, nodes: Array, overflow: Array, post: dict, latents: Array,
+               noise: Optional[tuple[Array, Array]], eps: float) -> tuple[dict, Array]:
+    """noise: (e, e') [B, N, d] each in node space, or None for the means."""
     h = nn.LayerNorm(name="norm")(nodes)
     mean = nn.Dense(self.latent_dim, name="mean")(h)  # [B, N, d]
     raw = nn.Dense(self.latent_dim, name="scale", kernel_init=nn.initializers.normal(0.01),
@@ -240,11 +241,11 @@ class OverflowPosterior(nn.Module):
       eye = jnp.eye(overflow.shape[1], dtype=scale.dtype)[None, :, :, None]
       post["posterior_factor"] = post["posterior_factor"] + eye * jnp.where(o, scale, 0.0)[:, :, None, :]
       if noise is not None:
-        sample = mean + scale * noise + jnp.sqrt(eps) * jitter
+        sample = mean + scale * noise[0] + jnp.sqrt(eps) * noise[1]
     else:
       post["posterior_scale"] = jnp.where(o, scale, post["posterior_scale"])
       if noise is not None:
-        sample = mean + scale * noise
+        sample = mean + scale * noise[0]
     return post, jnp.where(o, sample, latents)
 
 
@@ -366,8 +367,7 @@ class MGN(nn.Module):
       latents = to_nodes(z_blocks)  # [B, N, d]
       if cfg.overflow_posterior and capacity is not None and capacity < n and cfg.posterior != "none":
         post, latents = OverflowPosterior(cfg.latent_dim, name=f"overflow_posterior_{i}")(
-            nodes, slots.overflow, post, latents, None if eps_nodes is None else eps_nodes[0], cfg.covariance_eps,
-            None if eps_nodes is None else eps_nodes[1])
+            nodes, slots.overflow, post, latents, eps_nodes, cfg.covariance_eps)
       # d_local / d_global.
       local_logits = global_logits = None
       local_dec = _edge_decoder(cfg.local_decoder, cfg.decoder_features, cfg.decoder_layers, f"local_decoder_{i}")

@@ -159,6 +159,12 @@ def edge_pos_weight(batches: Sequence[graphs.GraphBatch] | graphs.GraphBatch) ->
   return neg / pos
 
 
+def decoder_positions(cfg: MGVAEConfig, batch: graphs.GraphBatch) -> Array | None:
+  """The one-hot ranks [B, N, N] the finest decoder reads (the last max_nodes node channels), or None when it reads
+  none (config.decoder_positions)."""
+  return batch.nodes[..., -cfg.max_nodes:] if cfg.decoder_positions else None
+
+
 def _level_kl(cfg: MGVAEConfig, level: mgn_lib.LevelOutput, prior) -> Array:
   """KL of one level's posterior against its prior, per graph [B]; overflowed nodes are excluded unless they have a
   posterior of their own (mgn.overflow_posterior)."""
@@ -232,10 +238,11 @@ class MGVAE(nn.Module):
     pm = batch.pair_mask & ~jnp.eye(batch.pad_size, dtype=bool)
     # Finest level: the global decoder on the (sampled) latents.
     edge_true = batch.adjacency > 0
+    positions = decoder_positions(cfg, batch)  # [B, N, N] one-hot ranks, or None
     if cfg.decoder == "autoregressive":
       dec, edge = self._autoregressive_nll(finest.latents, batch, train)
     else:
-      dec = self.graph_decoder(finest.latents, mask, *self._positions(batch))
+      dec = self.graph_decoder(finest.latents, mask, positions)
       edge = mgn_lib.masked_bce(dec["edge"], edge_true, pm, edge_pos_weight, axes=(1, 2))
     on_edge = (pm & edge_true).astype(batch.edges.dtype)
     edge_type = jnp.zeros_like(edge)
@@ -246,8 +253,8 @@ class MGVAE(nn.Module):
     node_ce = -jnp.sum(jax.nn.log_softmax(dec["node"], -1) * node_target, -1)  # [B, N]
     m = mask.astype(node_ce.dtype)
     node = (node_ce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
-    if cfg.decoder_positions:  # the atom head, on the same per-slot mean
-      ranked = self._positions(batch)[0].any(-1).astype(node_ce.dtype)  # [B, N]
+    if positions is not None:  # the atom head, on the same per-slot mean
+      ranked = positions.any(-1).astype(node_ce.dtype)  # [B, N]
       logit = self.atom_head(finest.latents)[..., 0]
       bce = ranked * jax.nn.softplus(-logit) + (1.0 - ranked) * jax.nn.softplus(logit)  # [B, N]
       node = node + (bce * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
@@ -278,12 +285,6 @@ class MGVAE(nn.Module):
                        kl=kl * graph_real[:, None], balanced_cut=cut * graph_real[:, None], edge=edge * graph_real,
                        edge_type=edge_type * graph_real, node=node * graph_real,
                        local=local * graph_real[:, None], decoded=dec, hierarchy=out)
-
-  def _positions(self, batch: graphs.GraphBatch) -> tuple[Array, ...]:
-    """() or (one-hot ranks [B, N, N],) for the finest decoder."""
-    if not self.config.decoder_positions:
-      return ()
-    return (batch.nodes[..., -self.config.max_nodes:],)
 
   def sample_positions(self, z: Array) -> Array:
     """Ranks for latents with no molecule behind them (prior samples): the slots the atom head calls atoms are ranked

@@ -203,7 +203,8 @@ def _preset(dataset: str, preset: str) -> MolgenConfig:
                  decoder_features=8, decoder_layers=1, decoder_pairs="bilinear", decoder_positions=True,
                  rank_pointers=2)
   return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=False, rank_features=True,
-                      rank_order="smiles", rank_bond_features=True, sample_from="aggregate", prior_components=2, num_train=48,
+                      rank_order="smiles", rank_bond_features=True, sample_from="aggregate", prior_components=2,
+                      num_train=48,
                       train=training.TrainConfig(batch_size=8, num_steps=6, temperature_decay_steps=6, log_every=1,
                                                  checkpoint_every=2),
                       num_samples=24, sample_batch_size=16, num_test=32, num_reconstruct=16, compute_fcd=False,

@@ -44,7 +44,7 @@ def make_reconstructor(model: vae.MGVAE, edge_pos_weight: float = 1.0):
     out = model.apply(variables, batch, train=False, edge_pos_weight=edge_pos_weight)
     z = out.hierarchy.levels[0].posterior_mean  # [B, N, d]
     # A decoder that reads ranks gets the encoded molecule's, as in training.
-    positions = batch.nodes[..., -model.config.max_nodes:] if model.config.decoder_positions else None
+    positions = vae.decoder_positions(model.config, batch)
     probs = model.apply(variables, z, 0, edge_pos_weight, positions, method=vae.MGVAE.decode)
     return probs, out.kl, out.hierarchy.levels[0].slots.overflow
 
