@@ -193,20 +193,31 @@ def make_quality_fn(config: MolgenConfig, model: vae.MGVAE, feat: featurise.Feat
   return fn
 
 
-def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int
-                 ) -> tuple[aggregate_prior.GaussianMixture, dict]:
-  """The Gaussian mixture fitted to the training molecules' finest posterior means (aggregate_prior.py), cached in
-  `<workdir>/aggregate_prior_step<S>.npz`; and what was fitted, for metrics.json."""
-  path = os.path.join(workdir, f"aggregate_prior_step{step}.npz")
+def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int):
+  """The density fitted to the training molecules' finest posterior means that config.sample_from names (a Gaussian
+  mixture or a kernel density estimate, aggregate_prior.py), cached in `<workdir>/<kind>_prior_step<S>.npz`; and
+  what was fitted, for metrics.json. Either has `sample(key, num) -> [num, N, d]`."""
+  latents = lambda: aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size)
   t0 = time.perf_counter()
+  if config.sample_from == "kernel":
+    path = os.path.join(workdir, f"kernel_prior_step{step}.npz")
+    if os.path.exists(path):
+      density = aggregate_prior.KernelDensity.load(path)
+    else:
+      density = aggregate_prior.fit_kernel(latents(), config.prior_bandwidth)
+      density.save(path)
+    return density, {"kind": "kernel_density", "centres": int(density.centres.shape[0]),
+                     "bandwidth": density.bandwidth, "dimension": int(density.centres.shape[1]),
+                     "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
+  path = os.path.join(workdir, f"aggregate_prior_step{step}.npz")
   if os.path.exists(path):
     mixture = aggregate_prior.GaussianMixture.load(path)
   else:
-    latents = aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size)
-    mixture = aggregate_prior.fit(latents, config.prior_components, config.train.seed)
+    mixture = aggregate_prior.fit(latents(), config.prior_components, config.train.seed)
     mixture.save(path)
-  return mixture, {"components": int(mixture.weights.shape[0]), "dimension": int(mixture.means.shape[1]),
-                   "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
+  return mixture, {"kind": "gaussian_mixture", "components": int(mixture.weights.shape[0]),
+                   "dimension": int(mixture.means.shape[1]), "file": os.path.basename(path),
+                   "seconds": time.perf_counter() - t0}
 
 
 def sample_molecules(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int,
@@ -214,9 +225,9 @@ def sample_molecules(config: MolgenConfig, model: vae.MGVAE, params, data: Data,
   """`num` finest-level sample probabilities from the prior the config names (sample_from), and the fitted prior's
   report (None for the model's own prior)."""
   pos_weight = vae.edge_pos_weight(data.train)
-  if config.sample_from == "aggregate":
-    mixture, report = fitted_prior(config, model, params, data, workdir, step)
-    return aggregate_prior.sample_and_decode(model, params, mixture, num, seed, batch_size, pos_weight,
+  if config.sample_from != "prior":
+    prior, report = fitted_prior(config, model, params, data, workdir, step)
+    return aggregate_prior.sample_and_decode(model, params, prior, num, seed, batch_size, pos_weight,
                                              trainer.SAMPLE_STREAM), report
   return trainer.sample_probabilities(model, params, num, batch_size, seed, edge_pos_weight=pos_weight), None
 

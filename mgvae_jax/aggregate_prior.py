@@ -9,32 +9,38 @@ Wipf 2019, two-stage VAE) keeps every correlation between nodes and channels tha
 The latents are flattened in slot order, which for featurised molecules is RDKit's canonical atom order, so slot k
 holds comparable atoms across molecules. Sampling draws a flattened [N * d] vector and reshapes it to [N, d]; the
 decoder is equivariant, so the sampled graph does not depend on that order, only its distribution does.
+
+Where a few Gaussians cannot follow the latents (on ZINC, where each latent carries its atom's bonds as pointers to
+other positions, the mixture's samples break the pointers and decode to ring-free chains), a kernel density estimate
+keeps every training molecule as a centre: a sample is one training molecule's posterior mean plus Gaussian noise
+of `bandwidth` times the latents' per-coordinate standard deviation. The bandwidth trades likeness to the data
+against novelty (README measures the trade-off); at 0 it returns the training molecules' reconstructions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from mgvae_jax import graphs
 from mgvae_jax import vae
 
 
-@dataclasses.dataclass(frozen=True)
+@struct.dataclass
 class GaussianMixture:
   """weights [K], means [K, D], cholesky [K, D, D] (lower factors of the covariances); D = N * d."""
   weights: np.ndarray
   means: np.ndarray
   cholesky: np.ndarray
-  shape: tuple[int, int]  # (N, d) of one sample
+  shape: tuple[int, int] = struct.field(pytree_node=False)  # (N, d) of one sample
 
   def sample(self, key: jax.Array, num: int) -> jnp.ndarray:
-    """[num, N, d] latents (jit-able: arrays only)."""
+    """[num, N, d] latents (a pytree: jit takes the mixture as an argument)."""
     k_comp, k_noise = jax.random.split(key)
     comp = jax.random.choice(k_comp, self.weights.shape[0], (num,), p=jnp.asarray(self.weights))
     eps = jax.random.normal(k_noise, (num, self.means.shape[1]))
@@ -58,6 +64,58 @@ class GaussianMixture:
       raise ValueError(f"{path}: inconsistent aggregate prior shapes {mixture.weights.shape}, {mixture.means.shape}, "
                        f"{mixture.cholesky.shape}, {mixture.shape}")
     return mixture
+
+
+@struct.dataclass
+class KernelDensity:
+  """centres [G, D] (posterior means, flattened), scale [D] (their per-coordinate std), bandwidth h; D = N * d."""
+  centres: np.ndarray
+  scale: np.ndarray
+  bandwidth: float
+  shape: tuple[int, int] = struct.field(pytree_node=False)  # (N, d) of one sample
+
+  def sample(self, key: jax.Array, num: int) -> jnp.ndarray:
+    """[num, N, d] latents: a uniformly drawn centre plus N(0, (h scale)^2) noise (a pytree: jit takes the centres
+    as an argument instead of baking them into the program)."""
+    k_centre, k_noise = jax.random.split(key)
+    idx = jax.random.randint(k_centre, (num,), 0, self.centres.shape[0])
+    eps = jax.random.normal(k_noise, (num, self.centres.shape[1]))
+    z = jnp.asarray(self.centres)[idx] + self.bandwidth * jnp.asarray(self.scale) * eps
+    return z.reshape((num,) + tuple(self.shape))
+
+  def save(self, path: str) -> None:
+    tmp = f"{path}.tmp.npz"
+    np.savez(tmp, centres=self.centres, scale=self.scale, bandwidth=np.asarray(self.bandwidth),
+             shape=np.asarray(self.shape))
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path: str) -> "KernelDensity":
+    try:
+      with np.load(path) as f:
+        density = cls(f["centres"], f["scale"], float(f["bandwidth"]), tuple(int(x) for x in f["shape"]))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+      raise ValueError(f"{path} is not a readable kernel density prior ({exc}); delete it to refit") from exc
+    if (density.centres.ndim != 2 or density.scale.shape != density.centres.shape[1:]
+        or np.prod(density.shape) != density.centres.shape[1]):
+      raise ValueError(f"{path}: inconsistent kernel density shapes {density.centres.shape}, {density.scale.shape}, "
+                       f"{density.shape}")
+    return density
+
+
+def fit_kernel(latents: np.ndarray, bandwidth: float) -> KernelDensity:
+  """The kernel density estimate of latents [G, N, d] (flattened per graph) with bandwidth h >= 0."""
+  latents = np.asarray(latents, np.float32)
+  if latents.ndim != 3:
+    raise ValueError(f"aggregate_prior.fit_kernel needs latents [G, N, d], got shape {latents.shape}")
+  if latents.shape[0] < 1:
+    raise ValueError("aggregate_prior.fit_kernel: no latents to centre kernels on")
+  if not np.isfinite(latents).all():
+    raise ValueError("aggregate_prior.fit_kernel: the latents are not all finite")
+  if not (bandwidth >= 0 and np.isfinite(bandwidth)):
+    raise ValueError(f"aggregate_prior.fit_kernel: bandwidth must be a finite number >= 0, got {bandwidth}")
+  x = latents.reshape(latents.shape[0], -1)
+  return KernelDensity(x, x.std(0).astype(np.float32), float(bandwidth), tuple(latents.shape[1:]))
 
 
 def posterior_means(model: vae.MGVAE, params, data: graphs.GraphBatch, batch_size: int = 500) -> np.ndarray:
@@ -93,20 +151,21 @@ def fit(latents: np.ndarray, components: int = 10, seed: int = 0, reg: float = 1
                          tuple(latents.shape[1:]))
 
 
-def sample_and_decode(model: vae.MGVAE, params, mixture: GaussianMixture, num: int, seed: int,
+def sample_and_decode(model: vae.MGVAE, params, prior, num: int, seed: int,
                       batch_size: int = 500, edge_pos_weight: float = 1.0, key_stream: Optional[int] = None
                       ) -> dict[str, np.ndarray]:
-  """`num` graphs decoded from the mixture's samples: MGVAE.decode's finest-level probabilities as host arrays."""
+  """`num` graphs decoded from a fitted prior's samples (a GaussianMixture or KernelDensity: anything with
+  `sample(key, num) -> [num, N, d]`): MGVAE.decode's finest-level probabilities as host arrays."""
   size = min(batch_size, num)
 
   @jax.jit
-  def draw(p, key):
-    z = mixture.sample(key, size)
+  def draw(p, prior, key):
+    z = prior.sample(key, size)
     decode = lambda zc, _: model.apply({"params": p}, zc, 0, edge_pos_weight, method=vae.MGVAE.decode)
     return vae.decode_in_chunks(decode, z, None)
 
   key = jax.random.PRNGKey(seed)
   if key_stream is not None:
     key = jax.random.fold_in(key, key_stream)
-  chunks = [jax.device_get(draw(params, jax.random.fold_in(key, i))) for i in range(-(-num // size))]
+  chunks = [jax.device_get(draw(params, prior, jax.random.fold_in(key, i))) for i in range(-(-num // size))]
   return {k: np.concatenate([c[k] for c in chunks])[:num] for k in chunks[0]}

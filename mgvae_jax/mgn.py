@@ -59,6 +59,11 @@ class MGNConfig:
   # Gumbel noise multiplier of a learned clustering while training: 1 samples the assignment (Gumbel-max), 0 takes
   # the argmax as at evaluation, so the hierarchy a graph is encoded with does not change from step to step.
   cluster_noise: float = 1.0
+  # With Gumbel noise, the balanced cut (eq. 2) scores the sampled clustering. That one can be balanced while the
+  # noise-free argmax that evaluation encodes with puts most nodes in one cluster (the noise spreads nodes whose
+  # logits nearly tie); with a bounded capacity those then overflow. True: the cut also scores the argmax clustering
+  # (straight-through, at the same temperature), so the clusters a graph is evaluated with are balanced too.
+  balance_argmax: bool = False
   # Whether a learned clustering's assignment carries straight-through gradients from the rest of the model (the
   # pooling's member weights and the coarse adjacency). False: it learns from the balanced cut alone. (On Cora the
   # reconstruction's gradient through the assignment only sharpened each node's own-cluster probability: the softmax
@@ -330,6 +335,10 @@ class MGN(nn.Module):
                 x, m, k, key, pca_dim=cfg.kmeans_pca_dim))(nodes, mask)
         clus = jax.vmap(clustering_lib.clustering_from_ids, in_axes=(0, 0, None))(ids, mask, k)
       cut = jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask)  # [B]
+      if cfg.balance_argmax and train and cluster_logits is not None and cfg.cluster_noise > 0:
+        argmax = jax.vmap(functools.partial(clustering_lib.straight_through_assignment, temperature=temperature))(
+            cluster_logits, mask)
+        cut = cut + jax.vmap(clustering_lib.balanced_cut_kl)(argmax.assignment, mask)
       if not cfg.cluster_task_gradient:
         clus = clus.replace(assignment=jax.lax.stop_gradient(clus.assignment))
       priority = None

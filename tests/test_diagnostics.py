@@ -123,6 +123,38 @@ def test_aggregate_prior_fits_samples_saves_and_loads(tmp_path):
     aggregate_prior.fit(latents[:3], components=2)
 
 
+def test_kernel_density_prior_centres_noise_saves_and_loads(tmp_path):
+  rng = np.random.default_rng(1)
+  latents = rng.normal(size=(50, 3, 2)).astype(np.float32) * np.asarray([1.0, 10.0], np.float32)  # [G, N, d]
+  exact = aggregate_prior.fit_kernel(latents, bandwidth=0.0)
+  z = np.asarray(exact.sample(jax.random.PRNGKey(0), 200))
+  assert z.shape == (200, 3, 2)
+  flat = latents.reshape(50, -1)
+  # Bandwidth 0: every sample is one of the training latents.
+  assert np.all(np.abs(z.reshape(200, 1, -1) - flat[None]).max(-1).min(-1) < 1e-6)
+  wide = aggregate_prior.fit_kernel(latents, bandwidth=0.5)
+  z = np.asarray(wide.sample(jax.random.PRNGKey(0), 20000)).reshape(20000, -1)
+  # Centre plus independent noise of bandwidth x each coordinate's own spread (the second channel's is 10 x the
+  # first's): each coordinate's variance is the data's times 1 + h^2.
+  np.testing.assert_allclose(z.std(0) / flat.std(0), np.sqrt(1 + 0.5 ** 2), rtol=0.04)
+  path = str(tmp_path / "kernel.npz")
+  wide.save(path)
+  again = aggregate_prior.KernelDensity.load(path)
+  assert again.bandwidth == 0.5 and again.shape == (3, 2)
+  np.testing.assert_array_equal(np.asarray(again.sample(jax.random.PRNGKey(3), 5)),
+                                np.asarray(wide.sample(jax.random.PRNGKey(3), 5)))
+  with open(path, "wb") as f:
+    f.write(b"\x00\x01 binary")
+  with pytest.raises(ValueError, match="not a readable kernel density prior"):
+    aggregate_prior.KernelDensity.load(path)
+  with pytest.raises(ValueError, match="bandwidth"):
+    aggregate_prior.fit_kernel(latents, bandwidth=-1.0)
+  with pytest.raises(ValueError, match="not all finite"):
+    aggregate_prior.fit_kernel(np.full((4, 3, 2), np.inf, np.float32), bandwidth=0.1)
+  with pytest.raises(ValueError, match=r"\[G, N, d\]"):
+    aggregate_prior.fit_kernel(flat, bandwidth=0.1)
+
+
 @pytest.mark.heavy
 @needs_qm9
 def test_a_short_qm9_run_learns_bonds(tmp_path):

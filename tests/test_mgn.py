@@ -233,3 +233,42 @@ def test_given_clustering_needs_ids():
   model = mgn.MGN(mgn.MGNConfig(num_clusters=(2, 1), clustering="given", **SMALL))
   with pytest.raises(ValueError, match="needs given_ids"):
     model.init(jax.random.PRNGKey(0), _batch(0), train=False)
+
+
+def test_balance_argmax_scores_and_balances_the_evaluation_clustering():
+  """The Gumbel-sampled clustering can be balanced while its argmax is not: balance_argmax adds the argmax's cut."""
+  batch = _batch(8, sizes=(7, 8, 8, 6))
+  configs = {flag: mgn.MGNConfig(num_clusters=(3, 1), local_decoder="none", balance_argmax=flag, **SMALL)
+             for flag in (False, True)}
+  models = {flag: mgn.MGN(cfg) for flag, cfg in configs.items()}
+  params = _init(models[True], batch)
+  # Every node leans to cluster 0 by a margin the Gumbel noise hides: the sampled clustering spreads, the argmax
+  # puts every node in cluster 0.
+  dense = [k for k in params["params"]["cluster_0"] if k.startswith("Dense")]
+  head = max(dense, key=lambda k: int(k.split("_")[1]))
+  params["params"]["cluster_0"][head]["bias"] = jnp.asarray([0.5, 0.0, 0.0])
+  params["params"]["cluster_0"][head]["kernel"] = params["params"]["cluster_0"][head]["kernel"] * 0.01
+
+  def cut(flag, p, train, key=jax.random.PRNGKey(5)):
+    return models[flag].apply(p, batch, train=train, rngs={"gumbel": key}).balanced_cut  # [B, levels]
+
+  np.testing.assert_allclose(cut(True, params, True) - cut(False, params, True), cut(False, params, False),
+                             rtol=1e-5, atol=1e-6)
+  assert float(cut(False, params, False)[:, 0].mean()) > 1.0  # nearly everything in one of 3 clusters (log 3 = 1.1)
+  assert float(cut(False, params, True)[:, 0].mean()) < 0.2  # ... while the sampled clustering looks balanced
+
+  def train_cut_only(flag, steps=60):
+    opt = optax.adam(0.05)
+
+    @jax.jit
+    def step(p, s, i):
+      g = jax.grad(lambda q: cut(flag, q, True, jax.random.fold_in(jax.random.PRNGKey(9), i)).sum())(p)
+      u, s = opt.update(g, s)
+      return optax.apply_updates(p, u), s
+
+    p, s = params, opt.init(params)
+    for i in range(steps):
+      p, s = step(p, s, i)
+    return float(cut(False, p, False)[:, 0].mean())
+
+  assert train_cut_only(True) < 0.3

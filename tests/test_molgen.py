@@ -24,6 +24,7 @@ from experiments.configs import molgen as molgen_config
 from experiments.configs import overrides
 from markers import needs_qm9
 from mgvae_jax import training
+from mgvae_jax import vae
 from mgvae_jax import testing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -208,8 +209,17 @@ def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   # What the model learned, and where its samples came from (the test preset samples a fitted mixture).
   recon = report["reconstruction"]
   assert recon["molecules"] == config.num_reconstruct and 0.0 <= recon["exact"] <= recon["exact_corrected"] <= 1.0
-  assert report["sampled_from"] == "aggregate" and report["fitted_prior"]["components"] == config.prior_components
-  assert report["fitted_prior"]["learnable_prior_samples"]["uniqueness"] >= 0.0
+  assert report["sampled_from"] == "kernel" and report["fitted_prior"]["kind"] == "kernel_density"
+  assert report["fitted_prior"]["centres"] == config.num_train and report["fitted_prior"]["learnable_prior_samples"]
+  assert report["fitted_prior"]["bandwidth"] == config.prior_bandwidth
+  # The other fitted prior, a Gaussian mixture, on the same run: its own file beside the kernel density's.
+  mixture_config = dataclasses.replace(config, sample_from="aggregate")
+  feat = config.featuriser()
+  probs, fitted = molgen.sample_molecules(mixture_config, vae.MGVAE(config.model), sample.load_run(workdir)[2],
+                                          molgen.load_data(config, feat), workdir, config.train.num_steps, 6, 0, 6)
+  assert fitted["kind"] == "gaussian_mixture" and fitted["components"] == config.prior_components
+  assert probs["edge"].shape == (6, config.model.max_nodes, config.model.max_nodes)
+  assert os.path.isfile(os.path.join(workdir, f"aggregate_prior_step{config.train.num_steps}.npz"))
   assert report["sample_statistics"]["test"]["atoms_mean"] > 0
   # The GDSS protocol command (small here; the protocol is 10,000 samples with FCD).
   gdss = sample.gdss_protocol(workdir, num_samples=30, compute_fcd=False, workers=1)

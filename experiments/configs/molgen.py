@@ -25,7 +25,8 @@ from mgvae_jax.chem import featurise
 
 DATASETS = ("zinc", "qm9")
 PRESETS = ("cpu", "long", "paper", "test")
-DECODERS = ("all_at_once", "autoregressive")  # --decoder: the finest level's decoder (section 5.1)
+DECODERS = ("all_at_once", "autoregressive")
+SAMPLE_FROM = ("prior", "aggregate", "kernel")  # --decoder: the finest level's decoder (section 5.1)
 
 # beta on the KL terms. MGVAE's reconstruction terms are means (per node pair, per node) while each KL sums over all
 # N x d_z latent entries, so beta = 1 weighs the KL about N^2 / d_z times more than a summed ELBO would: on ZINC the
@@ -57,11 +58,14 @@ class MolgenConfig:
   train: training.TrainConfig = training.TrainConfig()
   # Sampling and evaluation.
   evaluate: bool = True  # False: train and checkpoint only (sample later with experiments.sample)
-  # Where samples come from: "prior" (the model's own prior, the paper's way) or "aggregate" (a Gaussian mixture of
-  # prior_components full-covariance components fitted after training to the training molecules' finest posterior
-  # means, mgvae_jax/aggregate_prior.py; metrics.json then also scores the model's own prior).
+  # Where samples come from: "prior" (the model's own prior, the paper's way), or a density fitted after training to
+  # the training molecules' finest posterior means (mgvae_jax/aggregate_prior.py): "aggregate" (a Gaussian mixture
+  # of prior_components full-covariance components) or "kernel" (a kernel density estimate: a training molecule's
+  # latents plus noise of prior_bandwidth times their per-coordinate std). With a fitted density, metrics.json also
+  # scores the model's own prior.
   sample_from: str = "prior"
   prior_components: int = 10
+  prior_bandwidth: float = 0.6
   num_samples: int = 2000
   sample_batch_size: int = 500  # one compiled shape for all sampling batches
   edge_threshold: float = 0.5  # edges with probability above this are candidates for the valence-correcting decoder
@@ -87,10 +91,12 @@ class MolgenConfig:
       raise ValueError(f"interpolation_steps must be >= 2, got {self.interpolation_steps}")
     if self.train.epochs:
       raise ValueError("molgen counts steps: set train.num_steps, not train.epochs")
-    if self.sample_from not in ("prior", "aggregate"):
-      raise ValueError(f"sample_from must be 'prior' or 'aggregate', got {self.sample_from!r}")
+    if self.sample_from not in SAMPLE_FROM:
+      raise ValueError(f"sample_from must be one of {SAMPLE_FROM}, got {self.sample_from!r}")
     if self.prior_components < 1:
       raise ValueError(f"prior_components must be >= 1, got {self.prior_components}")
+    if not self.prior_bandwidth >= 0:
+      raise ValueError(f"prior_bandwidth must be >= 0, got {self.prior_bandwidth}")
     if not 0.0 < self.edge_threshold < 1.0:
       raise ValueError(f"edge_threshold must be in (0, 1), got {self.edge_threshold}")
     feat = self.featuriser()
@@ -177,17 +183,18 @@ def _preset(dataset: str, preset: str) -> MolgenConfig:
     # 30-minute budget with sampling, metrics and pictures. ZINC clusters hold at most 16 / 4 nodes (overflow
     # counted, and ranked by an equivariant priority). Beyond the paper, each measured against it (README "What the
     # molecule model learned"): canonical-rank node features, bilinear decoder pairs, beta CPU_KL_WEIGHT, Adam 2e-3,
-    # and samples drawn from a Gaussian mixture fitted to the aggregate posterior (10 components on ZINC: a fit on its
-    # 608 dimensions takes about 95 s).
+    # and samples drawn from a Gaussian mixture of 20 components fitted to the aggregate posterior.
     # long: 6 x the steps on 5 x the molecules (ZINC: about 19 epochs of 50,000), the rate decayed by a cosine.
     # ZINC only, measured against the settings above (README): ranks are canonical-SMILES positions, the encoder
-    # gets each atom's bonds as rank offsets, the decoder reads the ranks (rank distances and pointer pairs), and
-    # atoms that overflow their cluster get a posterior of their own.
+    # gets each atom's bonds as rank offsets, the decoder reads the ranks (rank distances and pointer pairs), atoms
+    # that overflow their cluster get a posterior of their own, the balanced cut also scores the argmax clustering
+    # that evaluation encodes with (else its clusters overflow), and samples come from a kernel density estimate of
+    # the aggregate posterior (a mixture's samples decode to ring-free chains there).
     long = preset == "long"
     steps = (2000 if zinc else 4000) * (6 if long else 1)
     model = _model(dataset, mgn=dict(num_clusters=(4, 2), capacity=(16, 4) if zinc else None, latent_dim=16,
                                      encoder_features=32, encoder_layers=2, cluster_features=32, pool_features=32,
-                                     global_encoder_layers=1, overflow_posterior=zinc),
+                                     global_encoder_layers=1, overflow_posterior=zinc, balance_argmax=zinc),
                    decoder_features=32, decoder_layers=3, kl_weight=CPU_KL_WEIGHT, decoder_pairs="bilinear",
                    decoder_positions=zinc, rank_pointers=8 if zinc else 0)
     train = training.TrainConfig(batch_size=32, num_steps=steps, temperature_decay_steps=int(0.8 * steps),
@@ -195,15 +202,16 @@ def _preset(dataset: str, preset: str) -> MolgenConfig:
                                  checkpoint_every=500 if long else 250)
     return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=zinc, rank_features=True,
                         rank_order="smiles" if zinc else "canonical", rank_bond_features=zinc,
-                        num_train=50_000 if long else 10_000, train=train, sample_from="aggregate",
-                        prior_components=10 if zinc else 20, quality_every=steps // (6 if long else 4))
+                        num_train=50_000 if long else 10_000, train=train,
+                        sample_from="kernel" if zinc else "aggregate", prior_components=20,
+                        quality_every=steps // (6 if long else 4))
   # test: seconds, not minutes; the ZINC cpu preset's code paths (SMILES ranks read by the decoder) on either set.
   model = _model(dataset, mgn=dict(num_clusters=(2, 1), latent_dim=4, encoder_features=8, encoder_layers=1,
                                    cluster_features=8, cluster_layers=1, pool_features=8, global_encoder_layers=1),
                  decoder_features=8, decoder_layers=1, decoder_pairs="bilinear", decoder_positions=True,
                  rank_pointers=2)
   return MolgenConfig(dataset=dataset, preset=preset, model=model, chemical_features=False, rank_features=True,
-                      rank_order="smiles", rank_bond_features=True, sample_from="aggregate", prior_components=2,
+                      rank_order="smiles", rank_bond_features=True, sample_from="kernel", prior_components=2,
                       num_train=48,
                       train=training.TrainConfig(batch_size=8, num_steps=6, temperature_decay_steps=6, log_every=1,
                                                  checkpoint_every=2),
