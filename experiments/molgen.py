@@ -201,8 +201,8 @@ def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, wor
   t0 = time.perf_counter()
   if config.sample_from == "kernel":
     path = os.path.join(workdir, f"kernel_prior_step{step}.npz")
-    if os.path.exists(path):
-      density = aggregate_prior.KernelDensity.load(path)
+    if os.path.exists(path):  # the centres are the run's; the bandwidth is the config's
+      density = aggregate_prior.KernelDensity.load(path).replace(bandwidth=config.prior_bandwidth)
     else:
       density = aggregate_prior.fit_kernel(latents(), config.prior_bandwidth)
       density.save(path)

@@ -57,7 +57,7 @@ class GaussianMixture:
     try:
       with np.load(path) as f:
         mixture = cls(f["weights"], f["means"], f["cholesky"], tuple(int(x) for x in f["shape"]))
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, TypeError) as exc:
       raise ValueError(f"{path} is not a readable aggregate prior ({exc}); delete it to refit") from exc
     k, dim = mixture.means.shape
     if mixture.weights.shape != (k,) or mixture.cholesky.shape != (k, dim, dim) or np.prod(mixture.shape) != dim:
@@ -96,11 +96,21 @@ class KernelDensity:
         density = cls(f["centres"], f["scale"], float(f["bandwidth"]), tuple(int(x) for x in f["shape"]))
     except (OSError, KeyError, ValueError, TypeError) as exc:
       raise ValueError(f"{path} is not a readable kernel density prior ({exc}); delete it to refit") from exc
-    if (density.centres.ndim != 2 or density.scale.shape != density.centres.shape[1:]
+    if (density.centres.ndim != 2 or density.scale.shape != density.centres.shape[1:] or len(density.shape) != 2
         or np.prod(density.shape) != density.centres.shape[1]):
       raise ValueError(f"{path}: inconsistent kernel density shapes {density.centres.shape}, {density.scale.shape}, "
                        f"{density.shape}")
+    _check_kernel(density.centres, density.bandwidth, path)
+    if not np.isfinite(density.scale).all():
+      raise ValueError(f"{path}: the kernel density's scale is not all finite")
     return density
+
+
+def _check_kernel(centres: np.ndarray, bandwidth: float, what: str) -> None:
+  if not np.isfinite(centres).all():
+    raise ValueError(f"{what}: the latents are not all finite")
+  if not (bandwidth >= 0 and np.isfinite(bandwidth)):
+    raise ValueError(f"{what}: bandwidth must be a finite number >= 0, got {bandwidth}")
 
 
 def fit_kernel(latents: np.ndarray, bandwidth: float) -> KernelDensity:
@@ -110,10 +120,7 @@ def fit_kernel(latents: np.ndarray, bandwidth: float) -> KernelDensity:
     raise ValueError(f"aggregate_prior.fit_kernel needs latents [G, N, d], got shape {latents.shape}")
   if latents.shape[0] < 1:
     raise ValueError("aggregate_prior.fit_kernel: no latents to centre kernels on")
-  if not np.isfinite(latents).all():
-    raise ValueError("aggregate_prior.fit_kernel: the latents are not all finite")
-  if not (bandwidth >= 0 and np.isfinite(bandwidth)):
-    raise ValueError(f"aggregate_prior.fit_kernel: bandwidth must be a finite number >= 0, got {bandwidth}")
+  _check_kernel(latents, bandwidth, "aggregate_prior.fit_kernel")
   x = latents.reshape(latents.shape[0], -1)
   return KernelDensity(x, x.std(0).astype(np.float32), float(bandwidth), tuple(latents.shape[1:]))
 
@@ -164,6 +171,7 @@ def sample_and_decode(model: vae.MGVAE, params, prior, num: int, seed: int,
     decode = lambda zc, _: model.apply({"params": p}, zc, 0, edge_pos_weight, method=vae.MGVAE.decode)
     return vae.decode_in_chunks(decode, z, None)
 
+  prior = jax.device_put(prior)  # once, not with every chunk (the kernel's centres are G x N x d)
   key = jax.random.PRNGKey(seed)
   if key_stream is not None:
     key = jax.random.fold_in(key, key_stream)

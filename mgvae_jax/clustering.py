@@ -64,6 +64,12 @@ def straight_through_assignment(logits: Array, mask: Array, noise: Optional[Arra
   return Clustering(assignment=assignment, ids=ids, coarse_mask=jax.lax.stop_gradient(hard * m).sum(0) > 0)
 
 
+def argmax_assignment(logits: Array, mask: Array, temperature: float | Array = 1.0) -> Array:
+  """The noise-free clustering of learned logits [B, N, K] -> [B, N, K]: the argmax forward (what evaluation encodes
+  with), the gradient of softmax(logits / temperature) backward; padded rows zero."""
+  return jax.vmap(lambda x, m: straight_through_assignment(x, m, None, temperature).assignment)(logits, mask)
+
+
 def gumbel_temperature(step: Array, start: float = 1.0, end: float = 0.1, decay_steps: int = 10_000) -> Array:
   """Exponential annealing from `start` to `end` over `decay_steps` steps, constant after."""
   frac = jnp.clip(jnp.asarray(step, jnp.float32) / max(decay_steps, 1), 0.0, 1.0)

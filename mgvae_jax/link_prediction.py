@@ -98,6 +98,9 @@ class LinkPredictionConfig:
     if self.mgn.posterior != "none":
       raise ValueError("LinkPredictionConfig.mgn.posterior must be 'none': the hierarchy is deterministic and "
                        "LinkMGVAE owns the per-level posteriors")
+    if self.mgn.balance_argmax:
+      raise ValueError("LinkPredictionConfig.mgn.balance_argmax must be False: LinkMGVAE already adds the argmax "
+                       "clustering's balanced cut (and its edge cut) itself")
     if self.combine not in COMBINES:
       raise ValueError(f"LinkPredictionConfig.combine must be one of {COMBINES}, got {self.combine!r}")
     if self.heads not in HEADS:
@@ -199,8 +202,7 @@ def _noise_free_cuts(level: mgn_lib.LevelOutput, temperature: float | Array) -> 
   if level.cluster_logits is None:  # a one-cluster level: nothing to balance or cut
     zero = jnp.zeros(level.mask.shape[:1], level.latents.dtype)
     return zero, zero
-  hard = jax.vmap(lambda x, m: clustering_lib.straight_through_assignment(x, m, None, temperature).assignment)(
-      level.cluster_logits, level.mask)  # [B, N, K]
+  hard = clustering_lib.argmax_assignment(level.cluster_logits, level.mask, temperature)  # [B, N, K]
   return (jax.vmap(clustering_lib.balanced_cut_kl)(hard, level.mask),
           jax.vmap(clustering_lib.edge_cut)(hard, level.edges.sum(-1), level.mask))
 

@@ -62,7 +62,9 @@ class MGNConfig:
   # With Gumbel noise, the balanced cut (eq. 2) scores the sampled clustering. That one can be balanced while the
   # noise-free argmax that evaluation encodes with puts most nodes in one cluster (the noise spreads nodes whose
   # logits nearly tie); with a bounded capacity those then overflow. True: the cut also scores the argmax clustering
-  # (straight-through, at the same temperature), so the clusters a graph is evaluated with are balanced too.
+  # (straight-through, at the same temperature), so the clusters a graph is evaluated with are balanced too. The
+  # level's balanced_cut is then the sum of the two cuts while training (up to 2 log K) and the argmax's alone at
+  # evaluation. Learned clusterings with cluster_noise > 0 only.
   balance_argmax: bool = False
   # Whether a learned clustering's assignment carries straight-through gradients from the rest of the model (the
   # pooling's member weights and the coarse adjacency). False: it learns from the balanced cut alone. (On Cora the
@@ -336,9 +338,8 @@ class MGN(nn.Module):
         clus = jax.vmap(clustering_lib.clustering_from_ids, in_axes=(0, 0, None))(ids, mask, k)
       cut = jax.vmap(clustering_lib.balanced_cut_kl)(clus.assignment, mask)  # [B]
       if cfg.balance_argmax and train and cluster_logits is not None and cfg.cluster_noise > 0:
-        argmax = jax.vmap(functools.partial(clustering_lib.straight_through_assignment, temperature=temperature))(
-            cluster_logits, mask)
-        cut = cut + jax.vmap(clustering_lib.balanced_cut_kl)(argmax.assignment, mask)
+        argmax = clustering_lib.argmax_assignment(cluster_logits, mask, temperature)  # [B, N, K]
+        cut = cut + jax.vmap(clustering_lib.balanced_cut_kl)(argmax, mask)
       if not cfg.cluster_task_gradient:
         clus = clus.replace(assignment=jax.lax.stop_gradient(clus.assignment))
       priority = None

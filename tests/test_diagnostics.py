@@ -149,6 +149,11 @@ def test_kernel_density_prior_centres_noise_saves_and_loads(tmp_path):
     aggregate_prior.KernelDensity.load(path)
   with pytest.raises(ValueError, match="bandwidth"):
     aggregate_prior.fit_kernel(latents, bandwidth=-1.0)
+  with pytest.raises(ValueError, match="bandwidth"):
+    aggregate_prior.fit_kernel(latents, bandwidth=float("inf"))
+  wide.replace(bandwidth=float("nan")).save(path)
+  with pytest.raises(ValueError, match="bandwidth"):
+    aggregate_prior.KernelDensity.load(path)
   with pytest.raises(ValueError, match="not all finite"):
     aggregate_prior.fit_kernel(np.full((4, 3, 2), np.inf, np.float32), bandwidth=0.1)
   with pytest.raises(ValueError, match=r"\[G, N, d\]"):

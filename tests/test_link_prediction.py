@@ -237,6 +237,8 @@ def test_config_rejects_bad_values():
     lp.LinkPredictionConfig(mgn=mgn.MGNConfig(posterior="diagonal"))
   with pytest.raises(ValueError, match="score"):
     lp.LinkPredictionConfig(score="max")
+  with pytest.raises(ValueError, match="balance_argmax"):  # LinkMGVAE adds the argmax clustering's cut itself
+    lp.LinkPredictionConfig(mgn=mgn.MGNConfig(posterior="none", balance_argmax=True))
   with pytest.raises(ValueError, match="clustering"):
     linkpred_config.get_config("cora", "louvain")
   cfg = linkpred_config.get_config("cora", "spectral")

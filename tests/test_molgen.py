@@ -193,7 +193,7 @@ def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   assert molgen.train_and_evaluate(config, workdir) == json.load(open(os.path.join(workdir, "metrics.json")))
   for other, field in ((dataclasses.replace(config, num_samples=5, compute_nspdk=False), "num_samples"),
                        (overrides.apply(config, ["train.num_steps=9"]), "train.num_steps"),
-                       (molgen_config.get_config("qm9", "cpu"), "preset")):
+                       (molgen_config.get_config("qm9", "cpu"), "model.mgn.num_clusters")):
     with pytest.raises(training.ConfigMismatchError, match=field):
       molgen.train_and_evaluate(other, workdir)
   assert testing.directory_snapshot(workdir) == before
@@ -206,7 +206,7 @@ def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   assert result["sample_statistics"]["test"]["valid"] > 0
   smi = os.path.join(workdir, "samples", f"step{longer.train.num_steps}_n10_seed3.smi")
   assert len(open(smi).read().splitlines()) == 10
-  # What the model learned, and where its samples came from (the test preset samples a fitted mixture).
+  # What the model learned, and where its samples came from (the test preset samples the kernel density).
   recon = report["reconstruction"]
   assert recon["molecules"] == config.num_reconstruct and 0.0 <= recon["exact"] <= recon["exact_corrected"] <= 1.0
   assert report["sampled_from"] == "kernel" and report["fitted_prior"]["kind"] == "kernel_density"
@@ -215,11 +215,16 @@ def test_end_to_end_writes_every_artefact_and_is_never_clobbered(tmp_path):
   # The other fitted prior, a Gaussian mixture, on the same run: its own file beside the kernel density's.
   mixture_config = dataclasses.replace(config, sample_from="aggregate")
   feat = config.featuriser()
-  probs, fitted = molgen.sample_molecules(mixture_config, vae.MGVAE(config.model), sample.load_run(workdir)[2],
-                                          molgen.load_data(config, feat), workdir, config.train.num_steps, 6, 0, 6)
+  params, data = sample.load_run(workdir)[2], molgen.load_data(config, feat)
+  probs, fitted = molgen.sample_molecules(mixture_config, vae.MGVAE(config.model), params, data, workdir,
+                                          config.train.num_steps, 6, 0, 6)
   assert fitted["kind"] == "gaussian_mixture" and fitted["components"] == config.prior_components
   assert probs["edge"].shape == (6, config.model.max_nodes, config.model.max_nodes)
   assert os.path.isfile(os.path.join(workdir, f"aggregate_prior_step{config.train.num_steps}.npz"))
+  # The cached kernel holds the run's centres; the bandwidth is always the config's.
+  density, fitted = molgen.fitted_prior(dataclasses.replace(config, prior_bandwidth=0.9), vae.MGVAE(config.model),
+                                        params, data, workdir, config.train.num_steps)
+  assert density.bandwidth == 0.9 and fitted["bandwidth"] == 0.9 and density.centres.shape[0] == config.num_train
   assert report["sample_statistics"]["test"]["atoms_mean"] > 0
   # The GDSS protocol command (small here; the protocol is 10,000 samples with FCD).
   gdss = sample.gdss_protocol(workdir, num_samples=30, compute_fcd=False, workers=1)
