@@ -32,7 +32,6 @@ from experiments import molgen
 from experiments import sample
 from mgvae_jax import aggregate_prior
 from mgvae_jax import vae
-from mgvae_jax.chem import metrics as chem_metrics
 from mgvae_jax.chem import statistics
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished experiments.molgen run.")
@@ -84,13 +83,9 @@ def main(argv: Sequence[str]) -> None:
     fit_seconds = time.perf_counter() - t0
     probs = aggregate_prior.sample_and_decode(model, params, prior, _NUM.value, _SEED.value,
                                               config.sample_batch_size, pos_weight)
-    generated, uncorrected, _ = molgen.decode_molecules(probs, feat, config.edge_threshold, workers=None)
-    gen = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles, uncorrected=uncorrected,
-                                          compute_fcd=True, compute_nspdk=False, workers=None)
-    stats = statistics.molecule_statistics(generated, sa_score=False)
-    row = {"prior": spec, "fit_seconds": fit_seconds, "seconds": time.perf_counter() - t0,
-           **{k: gen[k] for k in ("validity_wo_correction", "uniqueness", "novelty", "fcd", "qed_mean")},
-           "rings_mean": stats["rings_mean"], "atoms_mean": stats["atoms_mean"]}
+    row = {"prior": spec, "fit_seconds": fit_seconds,
+           **molgen.summarise_samples(probs, feat, data, config.edge_threshold, compute_fcd=True),
+           "seconds": time.perf_counter() - t0}
     print(row, flush=True)
     results.append(row)
   results.append({"test": {"rings_mean": test["rings_mean"], "atoms_mean": test["atoms_mean"],

@@ -124,6 +124,18 @@ def decode_molecules(probs: dict[str, np.ndarray], feat: featurise.Featuriser, e
   return [r.smiles for r in corrected], [r.smiles for r in raw], failures
 
 
+def summarise_samples(probs: dict[str, np.ndarray], feat: featurise.Featuriser, data: Data, edge_threshold: float,
+                      compute_fcd: bool) -> dict:
+  """One prior's samples in a line, against the test molecules: validity without correction, uniqueness, novelty,
+  QED, FCD, rings and atoms a molecule (decoded and scored on every core)."""
+  generated, uncorrected, _ = decode_molecules(probs, feat, edge_threshold, workers=None)
+  gen = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles, uncorrected=uncorrected,
+                                        compute_fcd=compute_fcd, compute_nspdk=False, workers=None)
+  stats = statistics.molecule_statistics(generated, sa_score=False)
+  return {**{k: gen[k] for k in ("validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd")},
+          "rings_mean": stats["rings_mean"], "atoms_mean": stats["atoms_mean"]}
+
+
 def write_smiles(samples: Sequence[Optional[str]], path: str) -> None:
   tmp = f"{path}.tmp"
   with open(tmp, "w") as f:
@@ -200,24 +212,24 @@ def fitted_prior(config: MolgenConfig, model: vae.MGVAE, params, data: Data, wor
   latents = lambda: aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size)
   t0 = time.perf_counter()
   if config.sample_from == "kernel":
-    path = os.path.join(workdir, f"kernel_prior_step{step}.npz")
-    if os.path.exists(path):  # the centres are the run's; the bandwidth is the config's
-      density = aggregate_prior.KernelDensity.load(path).replace(bandwidth=config.prior_bandwidth)
-    else:
-      density = aggregate_prior.fit_kernel(latents(), config.prior_bandwidth)
-      density.save(path)
-    return density, {"kind": "kernel_density", "centres": int(density.centres.shape[0]),
-                     "bandwidth": density.bandwidth, "dimension": int(density.centres.shape[1]),
-                     "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
-  path = os.path.join(workdir, f"aggregate_prior_step{step}.npz")
-  if os.path.exists(path):
-    mixture = aggregate_prior.GaussianMixture.load(path)
+    path, kind = os.path.join(workdir, f"kernel_prior_step{step}.npz"), aggregate_prior.KernelDensity
+    fit = lambda: aggregate_prior.fit_kernel(latents(), config.prior_bandwidth)
   else:
-    mixture = aggregate_prior.fit(latents(), config.prior_components, config.train.seed)
-    mixture.save(path)
-  return mixture, {"kind": "gaussian_mixture", "components": int(mixture.weights.shape[0]),
-                   "dimension": int(mixture.means.shape[1]), "file": os.path.basename(path),
-                   "seconds": time.perf_counter() - t0}
+    path, kind = os.path.join(workdir, f"aggregate_prior_step{step}.npz"), aggregate_prior.GaussianMixture
+    fit = lambda: aggregate_prior.fit(latents(), config.prior_components, config.train.seed)
+  if os.path.exists(path):
+    prior = kind.load(path)
+  else:
+    prior = fit()
+    prior.save(path)
+  if kind is aggregate_prior.KernelDensity:  # the centres are the run's; the bandwidth is the config's
+    prior = prior.replace(bandwidth=config.prior_bandwidth)
+    report = {"kind": "kernel_density", "centres": int(prior.centres.shape[0]), "bandwidth": prior.bandwidth,
+              "dimension": int(prior.centres.shape[1])}
+  else:
+    report = {"kind": "gaussian_mixture", "components": int(prior.weights.shape[0]),
+              "dimension": int(prior.means.shape[1])}
+  return prior, {**report, "file": os.path.basename(path), "seconds": time.perf_counter() - t0}
 
 
 def sample_molecules(config: MolgenConfig, model: vae.MGVAE, params, data: Data, workdir: str, step: int,
@@ -284,13 +296,8 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
     learned = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size,
                                            config.train.seed,
                                            edge_pos_weight=pos_weight)
-    l_gen, l_raw, _ = decode_molecules(learned, feat, config.edge_threshold, workers=None)
-    l_metrics = chem_metrics.generation_metrics(l_gen, data.train_smiles, data.test_smiles, uncorrected=l_raw,
-                                                compute_fcd=config.compute_fcd, compute_nspdk=False, workers=None)
-    l_stats = statistics.molecule_statistics(l_gen, sa_score=False)
-    prior_report["learnable_prior_samples"] = {
-        **{k: l_metrics[k] for k in ("validity_wo_correction", "uniqueness", "novelty", "qed_mean", "fcd")},
-        "rings_mean": l_stats["rings_mean"], "atoms_mean": l_stats["atoms_mean"]}
+    prior_report["learnable_prior_samples"] = summarise_samples(learned, feat, data, config.edge_threshold,
+                                                                config.compute_fcd)
 
   drawn = draw.molecule_grid([s for s in generated if s], os.path.join(workdir, "molecules.png"),
                              max_molecules=config.grid_molecules)

@@ -31,6 +31,13 @@ from mgvae_jax import graphs
 from mgvae_jax import vae
 
 
+def _save_npz(path: str, **arrays) -> None:
+  """Written under a temporary name, then renamed: a reader never sees half a prior."""
+  tmp = f"{path}.tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
 @struct.dataclass
 class GaussianMixture:
   """weights [K], means [K, D], cholesky [K, D, D] (lower factors of the covariances); D = N * d."""
@@ -48,9 +55,7 @@ class GaussianMixture:
     return z.reshape((num,) + tuple(self.shape))
 
   def save(self, path: str) -> None:
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, weights=self.weights, means=self.means, cholesky=self.cholesky, shape=np.asarray(self.shape))
-    os.replace(tmp, path)
+    _save_npz(path, weights=self.weights, means=self.means, cholesky=self.cholesky, shape=np.asarray(self.shape))
 
   @classmethod
   def load(cls, path: str) -> "GaussianMixture":
@@ -84,10 +89,8 @@ class KernelDensity:
     return z.reshape((num,) + tuple(self.shape))
 
   def save(self, path: str) -> None:
-    tmp = f"{path}.tmp.npz"
-    np.savez(tmp, centres=self.centres, scale=self.scale, bandwidth=np.asarray(self.bandwidth),
-             shape=np.asarray(self.shape))
-    os.replace(tmp, path)
+    _save_npz(path, centres=self.centres, scale=self.scale, bandwidth=np.asarray(self.bandwidth),
+              shape=np.asarray(self.shape))
 
   @classmethod
   def load(cls, path: str) -> "KernelDensity":
