@@ -167,7 +167,7 @@ def bench_sampling(config, model, params, train_smiles, test_smiles, e2e: bool) 
     t = time.perf_counter()
     probs = trainer.sample_probabilities(model, params, n, sb, seed=0)
     t_sample = time.perf_counter() - t
-    generated, raw, _ = molgen.decode_molecules(probs, config.featuriser(), config.edge_threshold)
+    generated, raw, _ = molgen.decode_molecules(probs, config.featuriser(), config.sample_threshold)
     t_decode = time.perf_counter() - t - t_sample
     result = chem_metrics.generation_metrics(generated, train_smiles, test_smiles, num_samples=n, uncorrected=raw,
                                              compute_fcd=False, compute_nspdk=True)

@@ -4,8 +4,9 @@ r"""Which fitted prior samples molecules like the data? Post hoc, on a finished 
       --priors=kernel:0,kernel:0.3,kernel:0.6,mixture:10:1,mixture:10:0.5,midpoint
 
 Every prior is fitted to the run's training molecules' finest posterior means (the ones molgen's own fitted prior
-uses), sampled --num times, decoded and scored against the run's test molecules as molgen scores its samples
-(validity without correction, uniqueness, novelty, FCD, QED, rings and atoms per molecule):
+uses), sampled --num times, decoded at each of --edge_thresholds (default: the run's sample threshold) and scored
+against the run's test molecules as molgen scores its samples (validity without correction, uniqueness, novelty,
+FCD, QED, rings and atoms per molecule):
 
   kernel:H        aggregate_prior.KernelDensity with bandwidth H (0: the training molecules' reconstructions)
   mixture:K:T     aggregate_prior.GaussianMixture of K components, its covariances scaled by T^2 (temperature)
@@ -38,6 +39,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A finished experiments.molgen r
 _PRIORS = flags.DEFINE_list("priors", ["kernel:0", "kernel:0.3", "kernel:0.45", "kernel:0.6", "kernel:0.8",
                                        "mixture:10:1", "mixture:10:0.5", "midpoint"], "Priors to compare (see above).")
 _NUM = flags.DEFINE_integer("num", 1000, "Samples per prior.")
+_THRESHOLDS = flags.DEFINE_list("edge_thresholds", None, "Bond thresholds to decode each prior's samples with; "
+                                 "default the run's config.sample_threshold.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUT = flags.DEFINE_string("out", None, "JSON path; default benchmarks/results/molgen_priors_<dataset>.json.")
 
@@ -76,6 +79,10 @@ def main(argv: Sequence[str]) -> None:
   latents = np.asarray(aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size))
   encode_seconds = time.perf_counter() - t0
   test = statistics.molecule_statistics(data.test_smiles, sa_score=False)
+  thresholds = [float(t) for t in _THRESHOLDS.value] if _THRESHOLDS.value else [config.sample_threshold]
+  for t in thresholds:
+    if not 0.0 < t < 1.0:
+      raise app.UsageError(f"--edge_thresholds must lie in (0, 1), got {t}")
   results = []
   for spec in _PRIORS.value:
     t0 = time.perf_counter()
@@ -83,11 +90,14 @@ def main(argv: Sequence[str]) -> None:
     fit_seconds = time.perf_counter() - t0
     probs = aggregate_prior.sample_and_decode(model, params, prior, _NUM.value, _SEED.value,
                                               config.sample_batch_size, pos_weight)
-    row = {"prior": spec, "fit_seconds": fit_seconds,
-           **molgen.summarise_samples(probs, feat, data, config.edge_threshold, compute_fcd=True),
-           "seconds": time.perf_counter() - t0}
-    print(row, flush=True)
-    results.append(row)
+    sample_seconds = time.perf_counter() - t0
+    for threshold in thresholds:
+      t1 = time.perf_counter()
+      row = {"prior": spec, "edge_threshold": threshold, "fit_seconds": fit_seconds,
+             **molgen.summarise_samples(probs, feat, data, threshold, compute_fcd=True),
+             "seconds": sample_seconds + time.perf_counter() - t1}
+      print(row, flush=True)
+      results.append(row)
   results.append({"test": {"rings_mean": test["rings_mean"], "atoms_mean": test["atoms_mean"],
                            "qed_mean": test["qed_mean"]},
                   "run": {"workdir": os.path.abspath(_WORKDIR.value), "step": step, "preset": config.preset,

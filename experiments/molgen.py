@@ -195,7 +195,7 @@ def make_quality_fn(config: MolgenConfig, model: vae.MGVAE, feat: featurise.Feat
                                                   reconstructor=reconstructor)
     probs = trainer.sample_probabilities(model, params, config.quality_samples, sample_batch, config.train.seed,
                                          edge_pos_weight=pos_weight, sampler=sampler)
-    generated, uncorrected, _ = decode_molecules(probs, feat, config.edge_threshold)
+    generated, uncorrected, _ = decode_molecules(probs, feat, config.sample_threshold)
     gen = chem_metrics.generation_metrics(generated, data.train_smiles, data.test_smiles, uncorrected=uncorrected,
                                           compute_fcd=config.compute_fcd, compute_nspdk=False)
     return {"exact": recon["exact"], "exact_corrected": recon["exact_corrected"], "bond_auc": recon["bond_auc"],
@@ -274,7 +274,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
   probs, prior_report = sample_molecules(config, model, params, data, workdir, int(summary["steps"]),
                                          config.num_samples, config.train.seed, config.sample_batch_size)
   t_sample = time.perf_counter() - t0
-  generated, uncorrected, failures = decode_molecules(probs, feat, config.edge_threshold, workers=None)
+  generated, uncorrected, failures = decode_molecules(probs, feat, config.sample_threshold, workers=None)
   t_decode = time.perf_counter() - t0 - t_sample
   write_smiles(generated, os.path.join(workdir, "samples.smi"))
   write_smiles(uncorrected, os.path.join(workdir, "samples_uncorrected.smi"))
@@ -296,7 +296,7 @@ def train_and_evaluate(config: MolgenConfig, workdir: str, stream: Optional[Text
     learned = trainer.sample_probabilities(model, params, config.num_samples, config.sample_batch_size,
                                            config.train.seed,
                                            edge_pos_weight=pos_weight)
-    prior_report["learnable_prior_samples"] = summarise_samples(learned, feat, data, config.edge_threshold,
+    prior_report["learnable_prior_samples"] = summarise_samples(learned, feat, data, config.sample_threshold,
                                                                 config.compute_fcd)
 
   drawn = draw.molecule_grid([s for s in generated if s], os.path.join(workdir, "molecules.png"),

@@ -109,7 +109,7 @@ def run(workdir: str, num_samples: int, level: int = 0, seed: int = 1, batch_siz
     result.update(nodes=int(adj.shape[1]), mean_weight=float(adj.mean()),
                   mean_offdiagonal=float((adj.sum((1, 2)) - np.trace(adj, axis1=1, axis2=2)).mean()))
   else:
-    generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold)
+    generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.sample_threshold)
     molgen.write_smiles(generated, f"{stem}.smi")
     molgen.write_smiles(uncorrected, f"{stem}.uncorrected.smi")
     result.update(chem_metrics.generation_metrics(
@@ -160,7 +160,7 @@ def gdss_protocol(workdir: str, seed: int = 1, batch_size: Optional[int] = None,
   probs, _ = molgen.sample_molecules(config, model, params, data, workdir, step, num_samples, seed,
                                      batch_size or config.sample_batch_size)
   t_sample = time.perf_counter() - t0
-  generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.edge_threshold, workers)
+  generated, uncorrected, failures = molgen.decode_molecules(probs, feat, config.sample_threshold, workers)
   t_decode = time.perf_counter() - t0 - t_sample
   stem = os.path.join(out_dir, f"gdss_step{step}_seed{seed}")
   molgen.write_smiles(generated, f"{stem}.smi")

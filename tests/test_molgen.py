@@ -143,6 +143,19 @@ def test_config_rejects_impossible_settings():
     dataclasses.replace(config, dataset="zinc")  # a qm9-sized model for zinc molecules
   with pytest.raises(ValueError, match="decoder_positions reads the rank features"):
     overrides.apply(config, ["rank_bond_features=False", "rank_features=False"])
+  for bad in ("sample_edge_threshold=1.5", "sample_edge_threshold=0", "sample_edge_threshold=low"):
+    with pytest.raises(ValueError, match="sample_edge_threshold must be a number in"):
+      overrides.apply(config, [bad])
+
+
+def test_samples_decode_at_their_own_threshold():
+  config = molgen_config.get_config("qm9", "test")
+  assert config.sample_edge_threshold is None and config.sample_threshold == config.edge_threshold
+  lower = overrides.apply(config, ["sample_edge_threshold=0.25"])
+  assert lower.sample_threshold == 0.25 and lower.edge_threshold == config.edge_threshold
+  for preset in ("cpu", "long"):  # ZINC's presets decode samples below the reconstruction threshold
+    zinc = molgen_config.get_config("zinc", preset)
+    assert zinc.sample_threshold < zinc.edge_threshold
 
 
 def test_bad_flags_give_clear_errors():
