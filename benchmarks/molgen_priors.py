@@ -17,6 +17,7 @@ Results: benchmarks/results/molgen_priors_<dataset>.json.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Sequence
@@ -72,6 +73,11 @@ def main(argv: Sequence[str]) -> None:
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
   config, model, params, step = sample.load_run(_WORKDIR.value)
+  try:  # each threshold checked where the config checks its own
+    thresholds = [dataclasses.replace(config, sample_edge_threshold=float(t)).sample_threshold
+                  for t in _THRESHOLDS.value or [config.sample_threshold]]
+  except ValueError as exc:
+    raise app.UsageError(f"--edge_thresholds: {exc}") from exc
   feat = config.featuriser()
   data = molgen.load_data(config, feat)
   pos_weight = vae.edge_pos_weight(data.train)
@@ -79,10 +85,6 @@ def main(argv: Sequence[str]) -> None:
   latents = np.asarray(aggregate_prior.posterior_means(model, params, data.train, config.sample_batch_size))
   encode_seconds = time.perf_counter() - t0
   test = statistics.molecule_statistics(data.test_smiles, sa_score=False)
-  thresholds = [float(t) for t in _THRESHOLDS.value] if _THRESHOLDS.value else [config.sample_threshold]
-  for t in thresholds:
-    if not 0.0 < t < 1.0:
-      raise app.UsageError(f"--edge_thresholds must lie in (0, 1), got {t}")
   results = []
   for spec in _PRIORS.value:
     t0 = time.perf_counter()
