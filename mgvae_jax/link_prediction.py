@@ -7,7 +7,10 @@ The whole graph is one padded graph (B = 1 in practice, any B works). Data flow,
                    once), local second-order encoders on each cluster's padded slots [B, K, C, C, .], pooling and
                    coarsening; per level the level's node features x_l and local latents u_l [B, N_l, .]
   posterior:       per level q(z_l) = N(mu_l, diag sigma_l^2) from Dense heads on [x_l || u_l]     [B, N_l, d]
-  (heads="gcn": the finest level's heads read A_hat [x || u], one more propagation over the training graph)
+  (heads="gcn": the finest level's heads read A_hat [x || u], one more propagation over the training graph;
+   combine="residual": u through kernels of its own that start at zero;
+   unpool: the finest mean also gains gate * Dense(context), propagated by A_hat with heads="gcn"; context = each
+   node's ancestors' normalised [x_l || u_l] at every coarser level, the gate [d] starting at zero)
   decoder:         per level logits z_l z_l^T against the level's adjacency (A > 0), weighted BCE
   link scores:     finest: z_i . z_j with z = mu_L; multiresolution: the same on [z_L || z_{L-1}[parent] || ...],
                    i.e. the sum over levels of the inner products of i's and j's ancestors (trained that way too)
@@ -86,6 +89,10 @@ class LinkPredictionConfig:
   # False: the MGN reads stop_gradient(h), so the GCN input layer learns from the finest level's loss alone, as in
   # VGAE, and the hierarchy's terms train the hierarchy (on Cora they are about 10 x the finest BCE).
   hierarchy_trains_input: bool = True
+  # Whether the finest heads also read each node's ancestors: the features and local latents of the cluster that
+  # holds it at every coarser level (unpooling, as a U-Net's decoder path). A community's pooled summary reaches
+  # every member, however many hops apart, which the two GCN propagations cannot.
+  unpool: bool = False
   kl_weight: float = 1.0
   cut_weight: float = 1.0
   # Weight of the edge cut (clustering.edge_cut: the share of edges between clusters, on the noise-free
@@ -105,6 +112,8 @@ class LinkPredictionConfig:
       raise ValueError(f"LinkPredictionConfig.combine must be one of {COMBINES}, got {self.combine!r}")
     if self.heads not in HEADS:
       raise ValueError(f"LinkPredictionConfig.heads must be one of {HEADS}, got {self.heads!r}")
+    if not self.hierarchy and self.unpool:
+      raise ValueError("LinkPredictionConfig.unpool needs the hierarchy (hierarchy=True)")
     if not self.hierarchy and self.score != "finest":
       raise ValueError("LinkPredictionConfig.score='multiresolution' needs the hierarchy (hierarchy=True)")
     if self.score not in SCORES:
@@ -237,6 +246,15 @@ class LinkMGVAE(nn.Module):
       levels = [(lv.mask, h if i == 0 else lv.nodes, lv.latents) for i, lv in enumerate(out.levels)]
     else:
       out, levels = None, [(mask, h, None)]
+    context = None
+    if cfg.unpool:
+      anc = jax.vmap(lambda ids: ancestors(ids, mask.shape[-1]))([lv.clustering.ids for lv in out.levels])
+      # Per node, per level LayerNorm: pooled sums grow with the clusters' sizes, level on level.
+      parts = [nn.LayerNorm(name=f"unpool_norm_{l}")(jnp.concatenate([lv.nodes, lv.latents], -1))
+               for l, lv in enumerate(out.levels[1:], 1)]  # [B, N_l, F_l + d_local] each
+      context = jnp.concatenate([jnp.take_along_axis(c, jnp.minimum(a, c.shape[1] - 1)[..., None], axis=1)
+                                 for c, a in zip(parts, anc[1:])], -1)  # [B, N, sum over coarse levels]
+      context = context * mask[..., None].astype(context.dtype)
     latents, recon, kls = [], [], []
     for i, (level_mask, x, u) in enumerate(levels):
       m = level_mask[..., None].astype(x.dtype)
@@ -253,6 +271,13 @@ class LinkMGVAE(nn.Module):
         zeros = nn.initializers.zeros
         mean = mean + nn.Dense(cfg.latent_dim, use_bias=False, kernel_init=zeros, name=f"mean_{i}_local")(u)
         raw = raw + nn.Dense(cfg.latent_dim, use_bias=False, kernel_init=zeros, name=f"scale_{i}_local")(u)
+      if i == 0 and context is not None:
+        # Gated, not a zero kernel: a context row is shared by a whole cluster, so Adam's first steps on a zero
+        # kernel would move every member's mean together by about lr x width and derail training.
+        c = nn.Dense(cfg.latent_dim, kernel_init=nn.initializers.glorot_uniform(), name="unpool_0")(context)
+        if cfg.heads == "gcn":
+          c = jnp.einsum("bij,bjc->bic", a_hat, c)
+        mean = mean + self.param("unpool_gate", nn.initializers.zeros, (cfg.latent_dim,)) * c
       mean = mean * m
       scale = (jax.nn.softplus(raw) + 1e-4) * m
       z = mean
@@ -291,9 +316,12 @@ class LinkMGVAE(nn.Module):
       # Eq. 2 on the noise-free assignment as well (argmax forward, softmax gradient): with K = 128 the Gumbel noise
       # dominates small logits, so the noisy clusters are balanced by the noise alone while the argmax used at
       # evaluation put 2,000 of Cora's 2,708 nodes in one cluster.
+      # Without noise (mgn.cluster_noise = 0) the MGN's own cut already scores that assignment: counted once.
       noise_free = [_noise_free_cuts(lv, temperature) for lv in out.levels]
       edge_cut = jnp.stack([e for _, e in noise_free], -1)  # [B, levels]
-      cut = balanced_cut + jnp.stack([b for b, _ in noise_free], -1)
+      cut = balanced_cut
+      if cfg.mgn.cluster_noise > 0:
+        cut = cut + jnp.stack([b for b, _ in noise_free], -1)
       learned_edge_cut = edge_cut.sum(-1)
     loss = (recon[:, 0] + cfg.coarse_weight * recon[:, 1:].sum(-1)
             + cfg.kl_weight * (kl / jnp.maximum(sizes, 1.0) ** 2).sum(-1) + cfg.cut_weight * cut.sum(-1)

@@ -143,6 +143,7 @@ def _model_and_graph(score="finest", clustering="learned", capacity=None, **kw):
 
 @pytest.mark.parametrize("score,kw", [("finest", {}), ("multiresolution", {}), ("finest", {"heads": "gcn"}),
                                       ("finest", {"heads": "gcn", "combine": "residual"}),
+                                      ("finest", {"heads": "gcn", "combine": "residual", "unpool": True}),
                                       ("multiresolution", {"level_weight_init": -5.0}),
                                       ("finest", {"hierarchy": False, "heads": "gcn"})])
 def test_model_is_permutation_equivariant(score, kw):
@@ -215,6 +216,37 @@ def test_residual_combination_starts_as_vgae():
   assert np.abs(np.asarray(grads["mean_0_local"]["kernel"])).sum() > 0
 
 
+def test_unpooling_starts_as_vgae_and_reads_each_nodes_ancestors():
+  """unpool=True: the finest mean gains gate * A_hat Dense(context), the gate zero at initialisation (so the model
+  starts as VGAE) and trained; the context of a node is its ancestors' normalised [features || latents], so nodes in
+  one bottom cluster share it, and changing one cluster's pooled features changes the context of its members only."""
+  model, g = _model_and_graph(heads="gcn", combine="residual", unpool=True)
+  vgae, _ = _model_and_graph(hierarchy=False, heads="gcn")
+  rngs = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1), "latent": jax.random.PRNGKey(2)}
+  params = jax.jit(lambda g: model.init(rngs, g, train=True))(g)["params"]
+  assert not np.asarray(params["unpool_gate"]).any()
+  shared = {k: params[k] for k in ("gcn_0", "mean_0", "scale_0")}
+  embed = lambda m: jax.jit(lambda p: m.apply({"params": p}, g, train=False).embedding)
+  np.testing.assert_allclose(embed(model)(params), embed(vgae)(shared), rtol=1e-5, atol=1e-6)
+  keys = {"gumbel": jax.random.PRNGKey(3), "latent": jax.random.PRNGKey(4)}
+  grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, g, train=True, rngs=keys).loss.sum()))(params)
+  assert np.abs(np.asarray(grads["unpool_gate"])).sum() > 0
+  # With the gate open and heads="dense" (no propagation after the context), the context term is Dense(context):
+  # equal for the members of one bottom cluster whenever their coarser ancestors agree, which they do (one path up).
+  dense, _ = _model_and_graph(combine="residual", unpool=True)
+  p = jax.jit(lambda g: dense.init(rngs, g, train=True))(g)["params"]
+  p = dict(p, unpool_gate=jnp.ones_like(p["unpool_gate"]))
+  closed = dict(p, unpool_gate=jnp.zeros_like(p["unpool_gate"]))
+  run = jax.jit(lambda p: dense.apply({"params": p}, g, train=False))
+  out = run(p)
+  term = np.asarray(out.embedding[0] - run(closed).embedding[0])  # [N, d]
+  ids = np.asarray(out.cluster_ids[0][0])
+  assert len(set(ids.tolist())) > 1
+  for k in set(ids.tolist()):
+    np.testing.assert_allclose(term[ids == k], np.broadcast_to(term[ids == k][0], term[ids == k].shape), atol=1e-5)
+  assert np.abs(term).sum() > 0
+
+
 def test_hierarchy_can_leave_the_input_encoder_to_the_finest_loss():
   """hierarchy_trains_input=False: the input GCN's gradient is the one of the finest level's terms alone (with
   combine="residual" at initialisation, VGAE's gradient), while the hierarchy's parameters still learn."""
@@ -256,6 +288,13 @@ def test_config_rejects_bad_values():
   assert not vgae.model.hierarchy and vgae.model.heads == "gcn"
   with pytest.raises(ValueError, match="model.hierarchy"):
     overrides.apply(vgae, ["model.hierarchy=True"])
+  with pytest.raises(ValueError, match="unpool needs the hierarchy"):
+    lp.LinkPredictionConfig(hierarchy=False, heads="gcn", unpool=True)
+  # The cpu preset is the design that adds to VGAE; the paper preset is section 5.3 as written.
+  cpu, paper = linkpred_config.get_config("cora"), linkpred_config.get_config("cora", preset="paper")
+  assert cpu.model.unpool and cpu.model.combine == "residual" and cpu.model.mgn.cluster_noise == 0
+  assert not paper.model.unpool and paper.model.heads == "dense" and paper.model.mgn.cluster_noise == 1
+  assert paper.train.epochs == 2048
 
 
 # --- The binary, on the synthetic graph. ----------------------------------------------------------------------------
