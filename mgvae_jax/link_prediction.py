@@ -90,8 +90,8 @@ class LinkPredictionConfig:
   # VGAE, and the hierarchy's terms train the hierarchy (on Cora they are about 10 x the finest BCE).
   hierarchy_trains_input: bool = True
   # Whether the finest heads also read each node's ancestors: the features and local latents of the cluster that
-  # holds it at every coarser level (unpooling, as a U-Net's decoder path). A community's pooled summary reaches
-  # every member, however many hops apart, which the two GCN propagations cannot.
+  # holds it at every coarser level (unpooling, as a U-Net's decoder path). A cluster's pooled summary reaches every
+  # member, however many hops apart, which the two GCN propagations cannot.
   unpool: bool = False
   kl_weight: float = 1.0
   cut_weight: float = 1.0
