@@ -248,13 +248,13 @@ class LinkMGVAE(nn.Module):
       out, levels = None, [(mask, h, None)]
     context = None
     if cfg.unpool:
-      anc = jax.vmap(lambda ids: ancestors(ids, mask.shape[-1]))([lv.clustering.ids for lv in out.levels])
       # Per node, per level LayerNorm: pooled sums grow with the clusters' sizes, level on level.
       parts = [nn.LayerNorm(name=f"unpool_norm_{l}")(jnp.concatenate([lv.nodes, lv.latents], -1))
                for l, lv in enumerate(out.levels[1:], 1)]  # [B, N_l, F_l + d_local] each
-      context = jnp.concatenate([jnp.take_along_axis(c, jnp.minimum(a, c.shape[1] - 1)[..., None], axis=1)
-                                 for c, a in zip(parts, anc[1:])], -1)  # [B, N, sum over coarse levels]
-      context = context * mask[..., None].astype(context.dtype)
+      # The ancestors' rows, as the multiresolution score gathers them; the finest level's own block has width 0.
+      finest = jnp.zeros(mask.shape + (0,), h.dtype)  # [B, N, 0]
+      context = jax.vmap(multiresolution_embedding)([finest] + parts, [lv.clustering.ids for lv in out.levels])
+      context = context * mask[..., None].astype(context.dtype)  # [B, N, sum over coarse levels]
     latents, recon, kls = [], [], []
     for i, (level_mask, x, u) in enumerate(levels):
       m = level_mask[..., None].astype(x.dtype)
